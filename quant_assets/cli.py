@@ -1,0 +1,184 @@
+"""`quant`: the command line. Every command runs through the Dagster definitions against
+the persistent DAGSTER_HOME, so its runs show in the UI afterwards.
+
+Errors a user can fix (a bad date, an unknown universe, a missing config) print as one
+line and exit with status 2; a failed run exits with status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+
+from quant_resources.errors import QuantError
+from quant_resources.runtime import prepare_process
+
+
+def _print_data_summary(summary) -> None:
+    meta = summary.asset_metadata.get("ohlcv", {})
+    cand = summary.asset_metadata.get("candidates", {})
+    print(f"data cycle {summary.window}: run {summary.run_id} in {summary.seconds:.1f}s")
+    if cand:
+        print(f"  candidates: {cand.get('candidates_last_day')} on the last day ({cand.get('days_written')} day(s) written)")
+    if meta:
+        print(
+            "  ohlcv: {symbols} symbols, ingested {ingested}, skipped {skipped}, failed {failed}, "
+            "not listed yet {not_listed}".format(**{k: meta.get(k, 0) for k in ("symbols", "ingested", "skipped", "failed", "not_listed")})
+        )
+        print(
+            "  rows fetched {rows_fetched}, new {rows_new}; dropped: toxic {toxic_rows_dropped}, "
+            "duplicates {duplicates_dropped}, invalid {invalid_rows_dropped}; level shifts {level_shifts_flagged}; "
+            "gaps {gaps}".format(**{k: meta.get(k, 0) for k in ("rows_fetched", "rows_new", "toxic_rows_dropped", "duplicates_dropped", "invalid_rows_dropped", "level_shifts_flagged", "gaps")})
+        )
+        if "quality_score_median" in meta:
+            print(f"  data quality: median {meta['quality_score_median']:.3f}, p10 {meta['quality_score_p10']:.3f}, min {meta['quality_score_min']:.3f}")
+    failed = [k for k, ok in summary.checks.items() if not ok]
+    print(f"  checks: {len(summary.checks) - len(failed)} passed, {len(failed)} failed" + (f" ({', '.join(failed)})" if failed else ""))
+
+
+def _print_metadata(title: str, summary) -> None:
+    print(f"{title}: run {summary.run_id} in {summary.seconds:.1f}s")
+    for asset, meta in summary.asset_metadata.items():
+        plain = {k: v for k, v in meta.items() if not isinstance(v, (dict, list)) and not str(v).startswith(("-", "|"))}
+        print(f"  {asset}: " + ", ".join(f"{k}={v}" for k, v in plain.items()))
+    failed = [k for k, ok in summary.checks.items() if not ok]
+    if summary.checks:
+        print(f"  checks: {len(summary.checks) - len(failed)} passed, {len(failed)} failed" + (f" ({', '.join(failed)})" if failed else ""))
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from quant_assets import runner
+    from quant_assets.partitions import latest_complete_day
+    from quant_resources.settings import get_settings
+
+    settings = get_settings()
+    day = runner.parse_day(args.date) if args.date else latest_complete_day()
+    _print_data_summary(runner.run_data(settings, day))
+    return 0
+
+
+def cmd_backfill(args: argparse.Namespace) -> int:
+    from quant_assets import runner
+    from quant_resources.settings import get_settings
+
+    settings = get_settings()
+    start, end = runner.parse_day(args.start, "start"), runner.parse_day(args.end, "end")
+    print(f"backfill {start}..{end} as one run (progress below)", flush=True)
+    _print_data_summary(runner.run_backfill(settings, start, end))
+    return 0
+
+
+def cmd_production(args: argparse.Namespace) -> int:
+    from quant_assets import runner
+    from quant_assets.partitions import latest_complete_day
+    from quant_resources.settings import get_settings
+
+    settings = get_settings()
+    day = runner.parse_day(args.date) if args.date else latest_complete_day()
+    runner.check_day(day, settings)
+    plan = runner.data_catch_up_plan(settings, day)
+    for start, end in plan:
+        if start == end:
+            _print_data_summary(runner.run_data(settings, start))
+        else:
+            print(f"catching up {start}..{end} as one run", flush=True)
+            _print_data_summary(runner.run_backfill(settings, start, end))
+    return 0
+
+
+def cmd_repair(args: argparse.Namespace) -> int:
+    from quant_assets import runner
+    from quant_resources.settings import get_settings
+
+    _print_metadata("gap repair", runner.run_repair(get_settings()))
+    return 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from quant_assets import runner
+    from quant_resources.settings import get_settings
+
+    _print_metadata("audit", runner.run_audit(get_settings()))
+    return 0
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    from quant_resources.settings import PROJECT_ROOT
+
+    workspace = PROJECT_ROOT / "workspace.yaml"
+    command = [sys.executable, "-m", "dagster", "dev", "-w", str(workspace), "-h", args.host, "-p", str(args.port)]
+    print(f"Dagster UI: http://{args.host}:{args.port}  (DAGSTER_HOME={os.environ['DAGSTER_HOME']}); Ctrl-C stops it", flush=True)
+    # Its own session, default signal handling: a plain `kill PID` stops it and its children.
+    process = subprocess.Popen(command, start_new_session=True, preexec_fn=_default_signals)
+    try:
+        return process.wait()
+    except KeyboardInterrupt:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+        return 0
+
+
+def _default_signals() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="quant", description="quant-lakehouse: data and alpha cycles on Dagster")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("data", help="run the data cycle for one day (default: the newest complete day)")
+    p.add_argument("--date", help="partition day, YYYY-MM-DD")
+    p.set_defaults(func=cmd_data)
+
+    p = sub.add_parser("backfill", help="run the data cycle over a date range as one run")
+    p.add_argument("--start", required=True)
+    p.add_argument("--end", required=True)
+    p.set_defaults(func=cmd_backfill)
+
+    p = sub.add_parser("production", help="catch the lakehouse up to the newest complete day, then the alpha cycle")
+    p.add_argument("--date", help="run as of this day instead of the newest complete day")
+    p.set_defaults(func=cmd_production)
+
+    p = sub.add_parser("repair", help="re-fetch the windows of recorded gaps")
+    p.set_defaults(func=cmd_repair)
+
+    p = sub.add_parser("audit", help="re-validate every lakehouse file and report drift")
+    p.set_defaults(func=cmd_audit)
+
+    p = sub.add_parser("ui", help="start the Dagster UI (dagster dev) on 127.0.0.1")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=3000)
+    p.set_defaults(func=cmd_ui)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    prepare_process()
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    try:
+        code = args.func(args)
+    except QuantError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+        print(f"quant {args.command}: error: {first}", file=sys.stderr)
+        from quant_assets.runner import RunFailed
+
+        return 1 if isinstance(exc, RunFailed) else 2
+    if os.environ.get("QUANT_VERBOSE_TIMING"):
+        print(json.dumps({"seconds": round(time.perf_counter() - started, 2)}))
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

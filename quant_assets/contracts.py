@@ -1,0 +1,213 @@
+"""Data contracts (Pandera, polars backend): one schema per tier, used twice.
+
+Inside an asset, `enforce(...)` fails fast with a `ContractViolation` (a Pandera
+`SchemaError`) that names the symbol, the column and the rows. As Dagster asset checks,
+`schema_check(...)` validates the rows of the run's partition and puts the failure
+cases in the check metadata, visible in the UI.
+
+Tiers: L0 OHLCV bars (ingestion), L1 returns (returns matrix), L2 features (feature
+store), L3 selection, L4 weights. Frames are validated eagerly: a LazyFrame would only
+be schema-checked.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+
+import dagster as dg
+import pandera.polars as pa
+import polars as pl
+from pandera.api.polars.types import PolarsData
+from pandera.errors import SchemaError, SchemaErrors
+
+from quant_resources.errors import QuantError
+from quant_resources.schema import SECONDS_PER_DAY
+
+MAX_CASES_SHOWN = 20
+
+
+class ContractViolation(QuantError, SchemaError):
+    """A frame that breaks a contract; the message lists symbol, column and rows."""
+
+    def __init__(self, contract: str, failure_cases: pl.DataFrame, message: str):
+        QuantError.__init__(self, message)
+        self.contract = contract
+        self.failure_cases = failure_cases
+        self.args = (message,)
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
+# -- L0: OHLCV bars ----------------------------------------------------------------
+
+
+def _by_symbol(expr: pl.Expr, data: PolarsData) -> pl.Expr:
+    names = data.lazyframe.collect_schema().names()
+    return expr.over("symbol") if "symbol" in names else expr
+
+
+def _timestamps_increase(data: PolarsData) -> pl.LazyFrame:
+    diff = _by_symbol(pl.col("timestamp").diff(), data)
+    return data.lazyframe.select((diff.is_null() | (diff > 0)).alias("timestamps_increase"))
+
+
+def _high_is_highest(data: PolarsData) -> pl.LazyFrame:
+    return data.lazyframe.select(
+        (
+            (pl.col("high") >= pl.max_horizontal("open", "close"))
+            & (pl.col("high") >= pl.col("low"))
+        ).alias("high_is_highest")
+    )
+
+
+def _low_is_lowest(data: PolarsData) -> pl.LazyFrame:
+    return data.lazyframe.select(
+        (pl.col("low") <= pl.min_horizontal("open", "close")).alias("low_is_lowest")
+    )
+
+
+def _on_day_boundary(data: PolarsData) -> pl.LazyFrame:
+    return data.lazyframe.select(
+        ((pl.col("timestamp") % SECONDS_PER_DAY) == 0).alias("timestamp_at_midnight_utc")
+    )
+
+
+def _price(name: str) -> pa.Column:
+    return pa.Column(
+        pl.Float64, checks=[pa.Check.gt(0), pa.Check(lambda d: d.lazyframe.select(pl.col(d.key).is_finite()), name=f"{name}_finite")], nullable=False
+    )
+
+
+def ohlcv_schema(with_symbol: bool = True) -> pa.DataFrameSchema:
+    """L0: one row per bar. With `with_symbol`, a batch of many symbols in a `symbol` column."""
+    columns: dict[str, pa.Column] = {}
+    if with_symbol:
+        columns["symbol"] = pa.Column(pl.String, nullable=False)
+    columns.update(
+        {
+            "timestamp": pa.Column(pl.Int64, nullable=False),
+            "open": _price("open"),
+            "high": _price("high"),
+            "low": _price("low"),
+            "close": _price("close"),
+            "volume": pa.Column(
+                pl.Float64,
+                checks=[pa.Check.ge(0), pa.Check(lambda d: d.lazyframe.select(pl.col(d.key).is_finite()), name="volume_finite")],
+                nullable=False,
+            ),
+        }
+    )
+    return pa.DataFrameSchema(
+        columns,
+        checks=[
+            pa.Check(_timestamps_increase, name="timestamps_unique_and_sorted"),
+            pa.Check(_high_is_highest, name="high_ge_open_close_low"),
+            pa.Check(_low_is_lowest, name="low_le_open_close"),
+            pa.Check(_on_day_boundary, name="timestamp_at_midnight_utc"),
+        ],
+        strict=True,
+        ordered=False,
+        name="L0_ohlcv",
+    )
+
+
+# -- enforcement ---------------------------------------------------------------------
+
+
+def _describe_cases(frame: pl.DataFrame, cases: pl.DataFrame) -> list[str]:
+    """One line per failure: check, column, symbol and date of the row."""
+    lines = []
+    rows = cases.head(MAX_CASES_SHOWN).to_dicts()
+    for case in rows:
+        index = case.get("index")
+        where = ""
+        if index is not None and 0 <= int(index) < frame.height:
+            row = frame.row(int(index), named=True)
+            parts = []
+            if "symbol" in row:
+                parts.append(f"symbol {row['symbol']}")
+            if "timestamp" in row and row["timestamp"] is not None:
+                day = dt.date(1970, 1, 1) + dt.timedelta(days=int(row["timestamp"]) // SECONDS_PER_DAY)
+                parts.append(f"date {day.isoformat()}")
+            if "date" in row and row["date"] is not None:
+                parts.append(f"date {row['date']}")
+            parts.append(f"row {index}")
+            where = " at " + ", ".join(parts)
+        lines.append(
+            f"check {case.get('check')} on column {case.get('column')}{where}: "
+            f"value {case.get('failure_case')}"
+        )
+    if cases.height > MAX_CASES_SHOWN:
+        lines.append(f"... and {cases.height - MAX_CASES_SHOWN} more")
+    return lines
+
+
+def validate(schema: pa.DataFrameSchema, frame: pl.DataFrame) -> pl.DataFrame | None:
+    """Validate eagerly and lazily (all failures at once). Returns failure cases or None."""
+    try:
+        schema.validate(frame, lazy=True)
+    except SchemaErrors as exc:
+        return exc.failure_cases
+    except SchemaError as exc:
+        return pl.DataFrame({"check": [str(exc.check)], "column": [None], "failure_case": [str(exc)], "index": [None]})
+    return None
+
+
+def enforce(schema: pa.DataFrameSchema, frame: pl.DataFrame, what: str = "") -> pl.DataFrame:
+    """Return `frame` when it meets the contract, else raise ContractViolation."""
+    cases = validate(schema, frame)
+    if cases is None:
+        return frame
+    lines = _describe_cases(frame, cases)
+    subject = f" for {what}" if what else ""
+    message = (
+        f"contract {schema.name} broken{subject}: {cases.height} failure(s)\n  "
+        + "\n  ".join(lines)
+    )
+    raise ContractViolation(schema.name or "contract", cases, message)
+
+
+def check_result_from_cases(
+    frame: pl.DataFrame, cases: pl.DataFrame | None, *, severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR, extra: dict | None = None
+) -> dg.AssetCheckResult:
+    metadata: dict = {"rows_checked": frame.height, **(extra or {})}
+    if cases is None:
+        return dg.AssetCheckResult(passed=True, metadata={**metadata, "failures": 0})
+    metadata["failures"] = cases.height
+    metadata["failure_cases"] = dg.MetadataValue.md("\n".join(f"- {line}" for line in _describe_cases(frame, cases)))
+    return dg.AssetCheckResult(passed=False, severity=severity, metadata=metadata)
+
+
+def schema_check(
+    *,
+    name: str,
+    asset: str | dg.AssetKey,
+    schema: pa.DataFrameSchema | Callable[[], pa.DataFrameSchema],
+    load: Callable[[dg.AssetCheckExecutionContext], pl.DataFrame],
+    partitions_def: dg.PartitionsDefinition | None,
+    description: str,
+    blocking: bool = True,
+    required_resource_keys: set[str] | None = None,
+) -> dg.AssetChecksDefinition:
+    """Turn a schema into a (partitioned) Dagster asset check.
+
+    `load(context)` returns the rows of the run's partition (or range); the check
+    validates them and reports the failure cases in its metadata.
+    """
+
+    @dg.asset_check(
+        name=name,
+        asset=asset,
+        description=description,
+        blocking=blocking,
+        partitions_def=partitions_def,
+        required_resource_keys=required_resource_keys,
+    )
+    def _check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+        the_schema = schema() if callable(schema) and not isinstance(schema, pa.DataFrameSchema) else schema
+        frame = load(context)
+        return check_result_from_cases(frame, validate(the_schema, frame))
+
+    return _check

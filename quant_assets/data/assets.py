@@ -1,0 +1,288 @@
+"""Data-cycle assets: `candidates` (discovery) and `ohlcv` (ingestion), with their checks.
+
+Assets are thin: they read the partition window, call the pure functions of
+`quant_assets.data`, and return `MaterializeResult` with metadata. Both use
+`BackfillPolicy.single_run()`, so a history backfill is one run that fetches each
+symbol's window once.
+"""
+
+
+import datetime as dt
+import statistics
+import warnings
+from typing import Any
+
+import dagster as dg
+import numpy as np
+import polars as pl
+
+from quant_assets.contracts import check_result_from_cases, ohlcv_schema, validate
+from quant_assets.data.calendar import last_session_on_or_before
+from quant_assets.data.ingest import IngestReport, ingest
+from quant_assets.data.lakehouse_reads import scan_bars
+from quant_assets.data.scanners import load_universe, scan_many
+from quant_assets.partitions import window_dates
+from quant_resources.atomic import atomic_write_json, read_json
+from quant_resources.errors import QuantError
+from quant_resources.lakehouse import Lakehouse
+from quant_resources.schema import SymbolInfo, date_to_ts
+from quant_resources.settings import Settings
+from quant_resources.sources.base import MarketDataSource
+
+warnings.filterwarnings("ignore", category=dg.PreviewWarning)
+warnings.filterwarnings("ignore", category=dg.BetaWarning)
+
+OWNERS = ["team:data-platform"]
+
+
+def candidates_path(settings: Settings, day: dt.date):
+    return settings.export_dir / day.isoformat() / "candidates.json"
+
+
+def read_candidates(settings: Settings, day: dt.date) -> dict[str, Any]:
+    path = candidates_path(settings, day)
+    document = read_json(path)
+    if document is None:
+        raise QuantError(
+            f"no candidates for {day.isoformat()}: {path} is missing; materialise `candidates` "
+            f"for {day.isoformat()} first (quant data --date {day.isoformat()})"
+        )
+    return document
+
+
+def _info_from_entry(entry: dict[str, Any]) -> SymbolInfo:
+    return SymbolInfo(
+        exchange=entry["exchange"],
+        symbol=entry["symbol"],
+        asset_class=entry.get("asset_class", "equity"),
+        genesis_date=dt.date.fromisoformat(entry.get("genesis_date") or entry["start_date"]),
+        median_dollar_volume=float(entry.get("median_dollar_volume", 0.0)),
+    )
+
+
+def symbols_to_ingest(
+    candidates: dict[str, Any], catalog: dict[str, Any], listed: list[SymbolInfo]
+) -> list[SymbolInfo]:
+    """The day's candidates plus every symbol already in the lakehouse, once each."""
+    by_key = {info.key: info for info in listed}
+    wanted: dict[str, SymbolInfo] = {}
+    for record in candidates["candidates"]:
+        key = f"{record['exchange']}_{record['symbol']}"
+        wanted[key] = by_key.get(key) or SymbolInfo(
+            record["exchange"],
+            record["symbol"],
+            record["asset_class"],
+            dt.date.fromisoformat(record["genesis_date"]),
+            float(record["median_dollar_volume"]),
+        )
+    for key, entry in catalog["symbols"].items():
+        if key not in wanted:
+            wanted[key] = by_key.get(key) or _info_from_entry(entry)
+    for key, error in catalog.get("errors", {}).items():
+        if key not in wanted and key in by_key:
+            wanted[key] = by_key[key]
+    return [wanted[k] for k in sorted(wanted)]
+
+
+def ingest_metadata(report: IngestReport, catalog: dict[str, Any]) -> dict[str, Any]:
+    summary = report.summary()
+    scores = [e["data_quality_score"] for e in catalog["symbols"].values()]
+    metadata: dict[str, Any] = {k: v for k, v in summary.items()}
+    metadata["seconds"] = dg.MetadataValue.json({k: round(v, 3) for k, v in report.seconds.items()})
+    if scores:
+        metadata["quality_score_min"] = float(min(scores))
+        metadata["quality_score_median"] = float(statistics.median(scores))
+        metadata["quality_score_p10"] = float(np.percentile(scores, 10))
+    if report.failures:
+        rows = "\n".join(f"| {o.key or o.symbol} | {o.file or '-'} | {o.reason[:200]} |" for o in report.failures)
+        metadata["failures"] = dg.MetadataValue.md("| symbol | file | reason |\n|---|---|---|\n" + rows)
+    flagged = [o for o in report.outcomes if o.toxic or o.level_shifts]
+    if flagged:
+        rows = "\n".join(f"| {o.key} | {o.toxic} | {o.level_shifts} |" for o in flagged[:50])
+        metadata["toxic_and_level_shifts"] = dg.MetadataValue.md(
+            "| symbol | toxic rows dropped | level shifts flagged |\n|---|---|---|\n" + rows
+        )
+    metadata["lakehouse_symbols"] = len(catalog["symbols"])
+    return metadata
+
+
+def build_data_assets(settings: Settings, partitions_def: dg.PartitionsDefinition) -> list:
+    """The data-cycle assets and checks for these settings."""
+
+    @dg.asset(
+        partitions_def=partitions_def,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        group_name="data",
+        kinds={"python", "json"},
+        owners=OWNERS,
+        code_version="1",
+        description=(
+            "Scanner output per day: the symbols of the universe that pass its scanners "
+            "(configs/scanners/{universe}.yaml), written to data/export/{date}/candidates.json."
+        ),
+    )
+    def candidates(context: dg.AssetExecutionContext, source: MarketDataSource) -> dg.MaterializeResult:
+        start, end = window_dates(context)
+        config = load_universe(settings.config_dir, settings.universe)
+        listed = source.list_symbols()
+        days = [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
+        documents = scan_many(config, listed, days)
+        for day, document in documents.items():
+            atomic_write_json(candidates_path(settings, day), document)
+        last = documents[end]
+        counts = {}
+        for record in last["candidates"]:
+            counts[record["asset_class"]] = counts.get(record["asset_class"], 0) + 1
+        context.log.info(f"candidates {start}..{end}: {len(days)} day(s), {len(last['candidates'])} on {end}")
+        return dg.MaterializeResult(
+            metadata={
+                "universe": settings.universe,
+                "days_written": len(days),
+                "candidates_last_day": len(last["candidates"]),
+                "by_asset_class": dg.MetadataValue.json(counts),
+                "symbols_listed": len(listed),
+                "path": dg.MetadataValue.path(str(candidates_path(settings, end))),
+            }
+        )
+
+    @dg.asset(
+        partitions_def=partitions_def,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        deps=[candidates],
+        group_name="data",
+        kinds={"polars", "parquet"},
+        owners=OWNERS,
+        code_version="1",
+        description=(
+            "Daily OHLCV bars, one Snappy Parquet file per symbol in data/lakehouse/ohlcv/, "
+            "sanitised (duplicates, invalid OHLC, toxic returns over +500%) before they land; "
+            "catalog.json and symbols.parquet updated atomically."
+        ),
+    )
+    def ohlcv(
+        context: dg.AssetExecutionContext, source: MarketDataSource, lakehouse: Lakehouse
+    ) -> dg.MaterializeResult:
+        start, end = window_dates(context)
+        candidates_doc = read_candidates(settings, end)
+        catalog = lakehouse.read_catalog()
+        listed = source.list_symbols()
+        symbols = symbols_to_ingest(candidates_doc, catalog, listed)
+        context.log.info(f"ohlcv {start}..{end}: {len(symbols)} symbols to bring up to date")
+        report = ingest(
+            symbols, start, end, source=source, lakehouse=lakehouse, settings=settings, progress=context.log.info
+        )
+        ingested = {o.key for o in report.outcomes if o.status in ("ingested", "skipped")}
+        lakehouse.update_symbols([s for s in symbols if s.key in ingested])
+        catalog = lakehouse.update_catalog(meta={"last_partition": end.isoformat(), "last_window": f"{start}..{end}"})
+        for failure in report.failures:
+            context.log.warning(f"ohlcv: {failure.key or failure.symbol} not ingested: {failure.reason}")
+        return dg.MaterializeResult(metadata=ingest_metadata(report, catalog))
+
+    def _window_bars(context: dg.AssetCheckExecutionContext, margin_days: int = 0) -> pl.DataFrame:
+        start, end = window_dates(context)
+        lakehouse: Lakehouse = context.resources.lakehouse
+        return scan_bars(lakehouse.ohlcv_files(), start - dt.timedelta(days=margin_days), end)
+
+    @dg.asset_check(
+        asset=ohlcv,
+        name="ohlcv_schema",
+        partitions_def=partitions_def,
+        blocking=True,
+        required_resource_keys={"lakehouse"},
+        description="L0: types, unique sorted timestamps, high/low bound open and close, prices > 0, volume >= 0.",
+    )
+    def ohlcv_schema_check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+        bars = _window_bars(context).sort(["symbol", "timestamp"])
+        return check_result_from_cases(bars, validate(ohlcv_schema(with_symbol=True), bars))
+
+    @dg.asset_check(
+        asset=ohlcv,
+        name="ohlcv_toxic_free",
+        partitions_def=partitions_def,
+        blocking=True,
+        required_resource_keys={"lakehouse"},
+        description="No close-to-close return above the toxic threshold (+500%), except flagged level shifts.",
+    )
+    def ohlcv_toxic_free(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+        start, _ = window_dates(context)
+        bars = _window_bars(context, margin_days=30).sort(["symbol", "timestamp"])
+        catalog = context.resources.lakehouse.read_catalog()
+        shifts = {
+            (key, date_to_ts(dt.date.fromisoformat(day)))
+            for key, entry in catalog["symbols"].items()
+            for day in entry.get("level_shifts", [])
+        }
+        returns = bars.with_columns(
+            (pl.col("close") / pl.col("close").shift(1).over("symbol") - 1.0).alias("ret")
+        ).filter((pl.col("timestamp") >= date_to_ts(start)) & (pl.col("ret") > settings.toxic_threshold))
+        offending = [r for r in returns.iter_rows(named=True) if (r["symbol"], r["timestamp"]) not in shifts]
+        metadata: dict[str, Any] = {"rows_checked": bars.height, "toxic_rows": len(offending), "threshold": settings.toxic_threshold}
+        if offending:
+            lines = [
+                f"- {r['symbol']} {dt.date(1970, 1, 1) + dt.timedelta(days=r['timestamp'] // 86400)}: return {r['ret']:.2%}"
+                for r in offending[:20]
+            ]
+            metadata["toxic_returns"] = dg.MetadataValue.md("\n".join(lines))
+        return dg.AssetCheckResult(passed=not offending, metadata=metadata)
+
+    @dg.asset_check(
+        asset=ohlcv,
+        name="ohlcv_gaps",
+        partitions_def=partitions_def,
+        blocking=False,
+        required_resource_keys={"lakehouse"},
+        description="Warns on gaps longer than the gap threshold (5 sessions) inside the partition window.",
+    )
+    def ohlcv_gaps(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+        start, end = window_dates(context)
+        catalog = context.resources.lakehouse.read_catalog()
+        found = [
+            (key, gap)
+            for key, entry in catalog["symbols"].items()
+            for gap in entry.get("gaps", [])
+            if gap["start"] <= end.isoformat() and gap["end"] >= start.isoformat()
+        ]
+        metadata: dict[str, Any] = {"gaps": len(found), "threshold_sessions": settings.gap_threshold_days}
+        if found:
+            metadata["gap_list"] = dg.MetadataValue.md(
+                "\n".join(f"- {k}: {g['start']}..{g['end']} ({g['missing_sessions']} sessions)" for k, g in found[:50])
+            )
+        return dg.AssetCheckResult(passed=not found, severity=dg.AssetCheckSeverity.WARN, metadata=metadata)
+
+    @dg.asset_check(
+        asset=ohlcv,
+        name="ohlcv_freshness",
+        partitions_def=partitions_def,
+        blocking=False,
+        required_resource_keys={"lakehouse"},
+        description=(
+            "Every symbol in the lakehouse reaches the partition's last session (or is in a "
+            "recorded gap), was fetched within the freshness window, and none failed to ingest."
+        ),
+    )
+    def ohlcv_freshness(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+        _, end = window_dates(context)
+        catalog = context.resources.lakehouse.read_catalog()
+        now = dt.datetime.now(dt.UTC)
+        stale, old_fetch = [], []
+        for key, entry in catalog["symbols"].items():
+            expected = last_session_on_or_before(end, entry.get("calendar", "24/7"))
+            in_gap = any(g["start"] <= expected.isoformat() <= g["end"] for g in entry.get("gaps", []))
+            if entry.get("end_date") and entry["end_date"] < expected.isoformat() and not in_gap:
+                stale.append(f"{key} ends {entry['end_date']}, expected {expected}")
+            fetched = dt.datetime.fromisoformat(entry["last_fetch"])
+            if (now - fetched).total_seconds() > settings.freshness_hours * 3600 and end >= (now.date() - dt.timedelta(days=2)):
+                old_fetch.append(f"{key} fetched {entry['last_fetch']}")
+        errors = [f"{k}: {e['reason']}" for k, e in catalog.get("errors", {}).items()]
+        problems = stale + errors
+        metadata: dict[str, Any] = {
+            "symbols": len(catalog["symbols"]),
+            "stale": len(stale),
+            "failed": len(errors),
+            "fetched_outside_freshness_window": len(old_fetch),
+        }
+        if problems:
+            metadata["problems"] = dg.MetadataValue.md("\n".join(f"- {p[:300]}" for p in problems[:50]))
+        return dg.AssetCheckResult(passed=not problems, metadata=metadata)
+
+    return [candidates, ohlcv, ohlcv_schema_check, ohlcv_toxic_free, ohlcv_gaps, ohlcv_freshness]

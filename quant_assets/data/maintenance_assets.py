@@ -1,0 +1,68 @@
+"""Maintenance assets (group `maintenance`): weekly gap repair and the on-demand audit."""
+
+
+from typing import Any
+
+import dagster as dg
+
+from quant_assets.data.maintenance import audit_lakehouse, repair_gaps
+from quant_resources.lakehouse import Lakehouse
+from quant_resources.settings import Settings
+from quant_resources.sources.base import MarketDataSource
+
+OWNERS = ["team:data-platform"]
+
+
+def _md_list(rows: list[dict], limit: int = 50) -> dg.MetadataValue:
+    return dg.MetadataValue.md("\n".join(f"- {r}" for r in rows[:limit]) or "none")
+
+
+def build_maintenance_assets(settings: Settings) -> list:
+    @dg.asset(
+        name="gap_repair",
+        group_name="maintenance",
+        kinds={"polars", "parquet"},
+        owners=OWNERS,
+        description=(
+            "Re-fetches only the windows of recorded gaps (over 5 sessions) and any file the "
+            "audit quarantined; reports gaps healed and gaps still open (real halts, annotated)."
+        ),
+    )
+    def gap_repair(
+        context: dg.AssetExecutionContext, source: MarketDataSource, lakehouse: Lakehouse
+    ) -> dg.MaterializeResult:
+        report = repair_gaps(source=source, lakehouse=lakehouse, settings=settings, progress=context.log.info)
+        metadata: dict[str, Any] = dict(report.summary())
+        metadata["healed"] = _md_list(report.healed)
+        metadata["still_open"] = _md_list(report.still_open)
+        if report.failed:
+            metadata["failed_symbols"] = _md_list(report.failed)
+        context.log.info(f"gap repair: {report.summary()}")
+        return dg.MaterializeResult(metadata=metadata)
+
+    @dg.asset(
+        name="data_audit",
+        group_name="maintenance",
+        kinds={"polars", "json"},
+        owners=OWNERS,
+        description=(
+            "Re-validates every lakehouse file against L0 and the toxic threshold, reconciles the "
+            "catalog with the files, quarantines unreadable files, reports drift since the last audit."
+        ),
+        check_specs=[dg.AssetCheckSpec("lakehouse_clean", asset="data_audit", description="The audit found nothing to fix.")],
+    )
+    def data_audit(context: dg.AssetExecutionContext, lakehouse: Lakehouse):
+        report = audit_lakehouse(lakehouse=lakehouse, settings=settings)
+        summary = report.summary()
+        context.log.info(f"audit: {summary}")
+        metadata: dict[str, Any] = dict(summary)
+        for name in ("quarantined", "contract_failures", "toxic", "catalog_mismatches"):
+            rows = getattr(report, name)
+            if rows:
+                metadata[name + "_list"] = _md_list(rows)
+        yield dg.MaterializeResult(metadata=metadata)
+        yield dg.AssetCheckResult(
+            check_name="lakehouse_clean", passed=report.clean, metadata={k: v for k, v in summary.items()}
+        )
+
+    return [gap_repair, data_audit]

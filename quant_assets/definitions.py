@@ -1,0 +1,56 @@
+"""The code location: every asset, check, job, schedule and sensor, and the one place
+that chooses resources from the settings.
+
+`dagster dev -w workspace.yaml` loads `defs` lazily (the `@dg.definitions` function), so
+nothing reads the environment at import time.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from quant_assets.data.assets import build_data_assets
+from quant_assets.data.maintenance_assets import build_maintenance_assets
+from quant_assets.partitions import daily_partitions
+from quant_resources.lakehouse import Lakehouse
+from quant_resources.runtime import prepare_process
+from quant_resources.settings import Settings, get_settings
+from quant_resources.sources import source_from_settings
+
+DATA_JOB = "data_cycle"
+REPAIR_JOB = "gap_repair_job"
+AUDIT_JOB = "data_audit_job"
+
+
+def build_resources(settings: Settings) -> dict[str, object]:
+    return {
+        "source": source_from_settings(settings),
+        "lakehouse": Lakehouse(data_dir=str(settings.data_dir)),
+    }
+
+
+def build_definitions(settings: Settings) -> dg.Definitions:
+    partitions_def = daily_partitions(settings)
+    data_assets = build_data_assets(settings, partitions_def)
+    maintenance = build_maintenance_assets(settings)
+    jobs = [
+        dg.define_asset_job(
+            DATA_JOB,
+            selection=dg.AssetSelection.groups("data"),
+            description="The data cycle for a day or a range: candidates, then ohlcv, with their checks.",
+        ),
+        dg.define_asset_job(REPAIR_JOB, selection=["gap_repair"], description="Targeted re-fetch of gaps."),
+        dg.define_asset_job(AUDIT_JOB, selection=["data_audit"], description="Re-validate the whole lakehouse."),
+    ]
+    return dg.Definitions(
+        assets=[a for a in data_assets + maintenance if not isinstance(a, dg.AssetChecksDefinition)],
+        asset_checks=[a for a in data_assets if isinstance(a, dg.AssetChecksDefinition)],
+        jobs=jobs,
+        resources=build_resources(settings),
+    )
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    prepare_process()
+    return build_definitions(get_settings())

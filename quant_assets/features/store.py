@@ -1,0 +1,301 @@
+"""The `tv_technicals_1d` feature table: a Delta Lake table of indicators, one version per commit.
+
+Layout: the columns of `FEATURE_SCHEMA` plus `month` ("YYYY-MM", derived from `date`),
+the partition column. A daily write touches one month's folder; a reader asking for a
+date range prunes the others.
+
+Every write replaces exactly the dates it covers (a Delta overwrite with a predicate on
+`date`) in one atomic commit, so re-running a day never duplicates rows and readers
+see either the old or the new day, never half of it. Older versions stay readable
+(`read_features(path, version=...)`) until someone vacuums the table.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import random
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import deltalake
+import polars as pl
+import pyarrow as pa
+from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
+
+from quant_assets.features.indicators import (
+    FEATURE_COLUMNS,
+    FEATURE_SCHEMA,
+    WARMUP_BARS,
+    FeaturesSchema,
+    compute_indicators,
+)
+from quant_resources.errors import QuantError
+from quant_resources.schema import date_to_ts
+
+PARTITION_COLUMN = "month"
+_WRITE_ID_KEY = "quant.write_id"
+# delta-rs already retries a commit that lost a race when the winner's changes do not
+# conflict with it; this bounds our own retries of the whole write on a real conflict.
+MAX_WRITE_ATTEMPTS = 5
+
+
+class FeatureStoreError(QuantError):
+    """The feature table cannot be read or written as asked."""
+
+
+class FeatureTableNotFoundError(FeatureStoreError, FileNotFoundError):
+    """No Delta table at the path: nothing has been written yet."""
+
+
+@dataclass(frozen=True)
+class UpdateResult:
+    """What one incremental update committed."""
+
+    version: int  # the Delta version of the commit
+    rows_written: int
+    symbols: int  # distinct symbols among the rows written
+    start: dt.date
+    end: dt.date
+
+
+def current_version(table_path: str | Path) -> int | None:
+    """The latest Delta version of the table, None when no table exists at the path."""
+    if not deltalake.DeltaTable.is_deltatable(str(table_path)):
+        return None
+    return deltalake.DeltaTable(str(table_path)).version()
+
+
+def _check_range(start: dt.date, end: dt.date) -> None:
+    if start > end:
+        raise FeatureStoreError(f"empty date range: start {start} is after end {end}")
+
+
+def _range_predicate(start: dt.date, end: dt.date) -> str:
+    # The month bounds let delta-rs skip other partitions' files without reading stats;
+    # the date bounds are the actual replacement rule. Dates render as ISO literals only.
+    return (
+        f"{PARTITION_COLUMN} >= '{start:%Y-%m}' AND {PARTITION_COLUMN} <= '{end:%Y-%m}' "
+        f"AND date >= '{start.isoformat()}' AND date <= '{end.isoformat()}'"
+    )
+
+
+def _to_table_rows(features: pl.DataFrame, start: dt.date, end: dt.date) -> pl.DataFrame:
+    missing = [c for c in FEATURE_COLUMNS if c not in features.columns]
+    if missing:
+        raise FeatureStoreError(
+            f"features lack column(s) {missing}: pass the output of compute_indicators"
+        )
+    rows = features.select(pl.col(c).cast(t) for c, t in FEATURE_SCHEMA.items()).filter(
+        pl.col("date").is_between(start, end)
+    )
+    # Fail before the commit: the table never holds rows that break the L2 contract.
+    FeaturesSchema.validate(rows)
+    return rows.with_columns(pl.col("date").dt.strftime("%Y-%m").alias(PARTITION_COLUMN)).sort(
+        "symbol", "date"
+    )
+
+
+def _table_arrow_schema() -> pa.Schema:
+    empty = pl.DataFrame(schema=FEATURE_SCHEMA).with_columns(
+        pl.col("date").dt.strftime("%Y-%m").alias(PARTITION_COLUMN)
+    )
+    return empty.to_arrow().schema
+
+
+def _ensure_table(table_path: Path) -> None:
+    """Create the empty partitioned table (its version 0) if nobody has yet.
+
+    Creating it empty, apart from any data, lets every data write be the same predicate
+    overwrite: a data write that also created the table could, racing another creator,
+    be retried by delta-rs as a plain append and duplicate rows.
+    """
+    if deltalake.DeltaTable.is_deltatable(str(table_path)):
+        return
+    table_path.mkdir(parents=True, exist_ok=True)
+    try:
+        deltalake.DeltaTable.create(
+            str(table_path),
+            _table_arrow_schema(),
+            mode="ignore",
+            partition_by=[PARTITION_COLUMN],
+            name="tv_technicals_1d",
+            description="daily technical indicators per symbol (quant_assets.features)",
+        )
+    except DeltaError:
+        # Another writer created it first: fine as long as the table now exists.
+        if not deltalake.DeltaTable.is_deltatable(str(table_path)):
+            raise
+
+
+def _version_of_commit(table_path: Path, write_id: str) -> int:
+    """The version whose commit carries `write_id`, read from the Delta log files.
+
+    Neither the DeltaTable written through (it may have moved on to a later writer's
+    version) nor `DeltaTable.history()` (it numbers commits by counting down from a
+    latest version read separately, so a concurrent commit shifts the labels) can say
+    which version is ours. The log's `NNN.json` file name can. Local tables only.
+    """
+    log_dir = table_path / "_delta_log"
+    latest = deltalake.DeltaTable(str(table_path)).version()
+    for version in range(latest, -1, -1):
+        commit_file = log_dir / f"{version:020d}.json"
+        if not commit_file.exists():
+            break  # older commits were cleaned up; ours is never that old
+        for line in commit_file.read_text().splitlines():
+            action = json.loads(line)
+            if action.get("commitInfo", {}).get(_WRITE_ID_KEY) == write_id:
+                return version
+    raise FeatureStoreError(f"{table_path}: commit {write_id} not found in the Delta log")
+
+
+def _commit(table_path: Path, rows: pl.DataFrame, start: dt.date, end: dt.date) -> int:
+    _ensure_table(table_path)
+    write_id = uuid.uuid4().hex
+    metadata = {
+        _WRITE_ID_KEY: write_id,
+        "quant.dates": f"{start.isoformat()}..{end.isoformat()}",
+        "quant.rows": str(rows.height),
+    }
+    deltalake.write_deltalake(
+        str(table_path),
+        rows.to_arrow(),
+        mode="overwrite",
+        predicate=_range_predicate(start, end),
+        commit_properties=deltalake.CommitProperties(custom_metadata=metadata),
+    )
+    return _version_of_commit(table_path, write_id)
+
+
+def write_features(
+    table_path: str | Path, features: pl.DataFrame, start: dt.date, end: dt.date
+) -> int:
+    """Replace the table's rows dated in [start, end] with `features`' rows in that range.
+
+    Creates the table on first write. Rows of `features` outside [start, end] are
+    ignored; rows of the table outside it are kept. Dates in the range that have no
+    row in `features` end up with no row in the table. One atomic commit; returns its
+    Delta version. Raises pandera's SchemaError if a row breaks `FeaturesSchema`.
+    """
+    _check_range(start, end)
+    path = Path(table_path)
+    rows = _to_table_rows(features, start, end)
+    for attempt in range(1, MAX_WRITE_ATTEMPTS + 1):
+        try:
+            return _commit(path, rows, start, end)
+        except (CommitFailedError, DeltaError) as error:
+            # Only a lost race is worth retrying; a schema mismatch would fail again.
+            if not _is_race(error) or attempt == MAX_WRITE_ATTEMPTS:
+                raise FeatureStoreError(
+                    f"{path}: cannot commit features for {start}..{end} "
+                    f"(attempt {attempt} of {MAX_WRITE_ATTEMPTS}): {error}"
+                ) from error
+            # Jitter so two writers that collided do not collide again in lock step.
+            time.sleep(random.uniform(0.01, 0.05) * attempt)
+    raise AssertionError("unreachable")
+
+
+def _is_race(error: Exception) -> bool:
+    if isinstance(error, CommitFailedError):
+        return True
+    message = str(error).lower()
+    return "conflict" in message or "concurrent" in message
+
+
+def warmup_start(start: dt.date, warmup_bars: int = WARMUP_BARS) -> dt.date:
+    """First date of bars to load so every symbol has `warmup_bars` sessions before `start`.
+
+    Counts business days (the sparser calendar) with a margin for holidays: for a 24/7
+    symbol this loads more than needed, which `update_features` trims.
+    """
+    calendar_days = warmup_bars * 7 // 5 + 30
+    return start - dt.timedelta(days=calendar_days)
+
+
+def _trim_to_warmup(
+    bars: pl.LazyFrame, start: dt.date, end: dt.date, warmup_bars: int
+) -> pl.LazyFrame:
+    """Each symbol's last `warmup_bars` bars before `start`, and its bars in [start, end].
+
+    A fixed warm-up makes the update's cost and result independent of how much history
+    the caller loaded. Bars after `end` cannot change [start, end]: indicators are causal.
+    """
+    timestamp = pl.col("timestamp").cast(pl.Int64)
+    start_ts, after_end_ts = date_to_ts(start), date_to_ts(end + dt.timedelta(days=1))
+    in_range = bars.filter((timestamp >= start_ts) & (timestamp < after_end_ts))
+    newest_first = timestamp.rank(method="ordinal", descending=True).over("symbol")
+    warmup = bars.filter(timestamp < start_ts).filter(newest_first <= warmup_bars)
+    return pl.concat([warmup, in_range], how="vertical_relaxed")
+
+
+def update_features(
+    table_path: str | Path,
+    bars: pl.DataFrame | pl.LazyFrame,
+    start: dt.date,
+    end: dt.date,
+    warmup_bars: int = WARMUP_BARS,
+) -> UpdateResult:
+    """Compute indicators from `bars` and replace the table's rows for [start, end].
+
+    bars: OHLCV of every symbol (see `compute_indicators`), from `warmup_start(start)`
+    or earlier up to `end`. Each symbol keeps its last `warmup_bars` bars before
+    `start`; with the default the stored values equal a full rebuild's to machine
+    precision (a symbol listed inside the window is computed from its first bar, hence
+    exactly). With fewer bars the recursive indicators (EMA, RSI, ATR, MACD) differ from
+    a full rebuild by up to (1 - 1/14) ** bars of their seed error.
+    """
+    _check_range(start, end)
+    if warmup_bars < 0:
+        raise FeatureStoreError(f"warmup_bars must be >= 0, got {warmup_bars}")
+    frame = bars.lazy() if isinstance(bars, pl.DataFrame) else bars
+    features = compute_indicators(_trim_to_warmup(frame, start, end, warmup_bars))
+    written = features.filter(pl.col("date").is_between(start, end))
+    version = write_features(table_path, written, start, end)
+    return UpdateResult(
+        version=version,
+        rows_written=written.height,
+        symbols=written["symbol"].n_unique(),
+        start=start,
+        end=end,
+    )
+
+
+def read_features(
+    table_path: str | Path,
+    version: int | None = None,
+    symbols: list[str] | None = None,
+    start: dt.date | None = None,
+    end: dt.date | None = None,
+) -> pl.DataFrame:
+    """Rows of the table (latest version, or `version` for time travel), sorted by (symbol, date).
+
+    Filters are inclusive and optional. Returns the columns of `FEATURE_SCHEMA`
+    (the `month` partition column is a storage detail and is dropped).
+    """
+    path = Path(table_path)
+    if not deltalake.DeltaTable.is_deltatable(str(path)):
+        raise FeatureTableNotFoundError(
+            f"{path}: no feature table here yet; materialise the feature asset first"
+        )
+    try:
+        table = deltalake.DeltaTable(str(path), version=version)
+    except (DeltaError, TableNotFoundError) as error:
+        latest = current_version(path)
+        raise FeatureStoreError(
+            f"{path}: cannot load version {version} (latest is {latest}; versions removed "
+            f"by vacuum or log cleanup are gone): {error}"
+        ) from error
+    frame = pl.scan_delta(table)
+    if start is not None:
+        frame = frame.filter(pl.col(PARTITION_COLUMN) >= f"{start:%Y-%m}", pl.col("date") >= start)
+    if end is not None:
+        frame = frame.filter(pl.col(PARTITION_COLUMN) <= f"{end:%Y-%m}", pl.col("date") <= end)
+    if symbols is not None:
+        frame = frame.filter(pl.col("symbol").is_in(list(symbols)))
+    return (
+        frame.select(pl.col(c).cast(t) for c, t in FEATURE_SCHEMA.items())
+        .sort("symbol", "date")
+        .collect()
+    )

@@ -1,0 +1,166 @@
+"""Orchestration used by the CLI: run jobs of the definitions against the persistent
+Dagster instance (so every run shows in the UI afterwards) and summarise them.
+
+This is the only layer, with the Makefile, that decides *what* to run: which partitions
+a production run needs, and (with `--dvc`) when to version the lakehouse.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import dagster as dg
+
+from quant_assets.definitions import AUDIT_JOB, DATA_JOB, REPAIR_JOB, build_definitions
+from quant_assets.partitions import latest_complete_day
+from quant_resources.errors import ConfigError, QuantError
+from quant_resources.lakehouse import Lakehouse
+from quant_resources.settings import Settings
+
+RANGE_START = "dagster/asset_partition_range_start"
+RANGE_END = "dagster/asset_partition_range_end"
+
+
+class RunFailed(QuantError):
+    pass
+
+
+@dataclass
+class RunSummary:
+    job: str
+    run_id: str
+    window: str
+    seconds: float
+    asset_metadata: dict[str, dict[str, Any]] = field(default_factory=dict)
+    checks: dict[str, bool] = field(default_factory=dict)
+
+
+def parse_day(value: str, what: str = "date") -> dt.date:
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise ConfigError(f"{what} {value!r} is not a date: use YYYY-MM-DD") from None
+
+
+def check_day(day: dt.date, settings: Settings, what: str = "date") -> dt.date:
+    newest = latest_complete_day()
+    if day > newest:
+        raise ConfigError(
+            f"{what} {day.isoformat()} is not complete yet: the newest complete day (UTC) is {newest.isoformat()}"
+        )
+    if day < settings.history_start:
+        raise ConfigError(
+            f"{what} {day.isoformat()} is before the history start {settings.history_start.isoformat()} "
+            "(QUANT_HISTORY_START)"
+        )
+    return day
+
+
+def _metadata_values(metadata: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for key, value in metadata.items():
+        out[key] = getattr(value, "value", value)
+    return out
+
+
+def execute(
+    settings: Settings,
+    job_name: str,
+    *,
+    start: dt.date | None = None,
+    end: dt.date | None = None,
+    instance: dg.DagsterInstance | None = None,
+    run_config: dict | None = None,
+    tags: dict[str, str] | None = None,
+) -> RunSummary:
+    """Run one job of the definitions for a day, a range (one run) or unpartitioned."""
+    defs = build_definitions(settings)
+    job = defs.resolve_job_def(job_name)
+    run_tags = dict(tags or {})
+    partition_key = None
+    if start is not None and end is not None and start != end:
+        run_tags[RANGE_START] = start.isoformat()
+        run_tags[RANGE_END] = end.isoformat()
+    elif start is not None:
+        partition_key = start.isoformat()
+    t0 = time.perf_counter()
+    instance = instance or dg.DagsterInstance.get()
+    result = job.execute_in_process(
+        instance=instance, partition_key=partition_key, tags=run_tags, run_config=run_config, raise_on_error=False
+    )
+    seconds = time.perf_counter() - t0
+    window = "" if start is None else (start.isoformat() if not end or end == start else f"{start}..{end}")
+    summary = RunSummary(job_name, result.run_id, window, seconds)
+    for event in result.get_asset_materialization_events():
+        materialization = event.step_materialization_data.materialization
+        summary.asset_metadata[materialization.asset_key.to_user_string()] = _metadata_values(materialization.metadata)
+    for evaluation in result.get_asset_check_evaluations():
+        summary.checks[f"{evaluation.asset_key.to_user_string()}:{evaluation.check_name}"] = evaluation.passed
+    if not result.success:
+        raise RunFailed(f"{job_name} {window} failed (run {result.run_id}): {_failure_reason(result)}")
+    return summary
+
+
+def _failure_reason(result: dg.ExecuteInProcessResult) -> str:
+    for event in result.all_events:
+        if event.is_step_failure and event.step_failure_data and event.step_failure_data.error:
+            error = event.step_failure_data.error
+            while error.cause is not None and error.message.startswith("dagster."):
+                error = error.cause
+            cause = error.cause or error
+            message = (cause.message or error.message).strip()
+            return f"step {event.step_key}: {message}"
+    return "see the run in the Dagster UI"
+
+
+def preflight(settings: Settings) -> None:
+    """Fail before any run starts on what a user can fix: universe and scanner config."""
+    from quant_assets.data.scanners import load_universe
+
+    load_universe(settings.config_dir, settings.universe)
+
+
+def run_data(settings: Settings, day: dt.date, **kwargs: Any) -> RunSummary:
+    preflight(settings)
+    return execute(settings, DATA_JOB, start=check_day(day, settings), **kwargs)
+
+
+def run_backfill(settings: Settings, start: dt.date, end: dt.date, **kwargs: Any) -> RunSummary:
+    check_day(start, settings, "start")
+    check_day(end, settings, "end")
+    if end < start:
+        raise ConfigError(f"the backfill ends ({end}) before it starts ({start})")
+    preflight(settings)
+    return execute(settings, DATA_JOB, start=start, end=end, **kwargs)
+
+
+def run_repair(settings: Settings, **kwargs: Any) -> RunSummary:
+    return execute(settings, REPAIR_JOB, **kwargs)
+
+
+def run_audit(settings: Settings, **kwargs: Any) -> RunSummary:
+    return execute(settings, AUDIT_JOB, **kwargs)
+
+
+def data_catch_up_plan(settings: Settings, day: dt.date) -> list[tuple[dt.date, dt.date]]:
+    """What a production run must materialise to bring the lakehouse to `day`.
+
+    Empty lakehouse: the whole history up to the day before as one run, then the day.
+    Otherwise the days since the last data partition (one run), then the day.
+    """
+    catalog = Lakehouse(data_dir=str(settings.data_dir)).read_catalog()
+    last = catalog.get("meta", {}).get("last_partition")
+    if not catalog["symbols"] or not last:
+        history_end = day - dt.timedelta(days=1)
+        plan = [(settings.history_start, history_end)] if history_end >= settings.history_start else []
+        return plan + [(day, day)]
+    last_day = dt.date.fromisoformat(last)
+    if last_day >= day:
+        return [(day, day)]
+    plan = []
+    if last_day + dt.timedelta(days=1) < day:
+        plan.append((last_day + dt.timedelta(days=1), day - dt.timedelta(days=1)))
+    return plan + [(day, day)]

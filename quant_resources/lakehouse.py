@@ -1,0 +1,197 @@
+"""The read-write lakehouse resource: the only writer of `data/lakehouse/`.
+
+It owns the paths of the storage contract, the per-symbol locks, the atomic merge of
+new bars into a symbol's Parquet file, and the catalog and registry updates. Domain
+rules (what to fetch, how to clean, how to score) live in `quant_assets.data`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import polars as pl
+from filelock import FileLock
+
+from quant_resources.atomic import atomic_write_json, atomic_write_parquet, read_json
+from quant_resources.errors import QuantError
+from quant_resources.schema import OHLCV_COLUMNS, OHLCV_SCHEMA, SymbolInfo, symbols_frame
+from quant_resources.symbols import ohlcv_filename, safe_child, symbol_key
+
+CATALOG_VERSION = 1
+LOCK_TIMEOUT_S = 600
+
+
+class LakehouseError(QuantError):
+    """A lakehouse file that cannot be read or written."""
+
+
+def empty_catalog() -> dict[str, Any]:
+    return {"version": CATALOG_VERSION, "symbols": {}, "errors": {}, "meta": {}}
+
+
+class Lakehouse(dg.ConfigurableResource):
+    """Read-write access to `{data_dir}/lakehouse`. Given only to data-cycle assets."""
+
+    data_dir: str
+
+    # -- paths -------------------------------------------------------------
+    @property
+    def root(self) -> Path:
+        return Path(self.data_dir) / "lakehouse"
+
+    @property
+    def ohlcv_dir(self) -> Path:
+        return self.root / "ohlcv"
+
+    @property
+    def catalog_path(self) -> Path:
+        return self.root / "catalog.json"
+
+    @property
+    def symbols_path(self) -> Path:
+        return self.root / "symbols.parquet"
+
+    @property
+    def quarantine_dir(self) -> Path:
+        return self.root / "quarantine"
+
+    @property
+    def export_dir(self) -> Path:
+        return Path(self.data_dir) / "export"
+
+    def ohlcv_path(self, exchange: str, symbol: str) -> Path:
+        """The file of one symbol; the names are validated before they become a path."""
+        return safe_child(self.ohlcv_dir, ohlcv_filename(exchange, symbol))
+
+    def ohlcv_files(self) -> list[Path]:
+        if not self.ohlcv_dir.exists():
+            return []
+        return sorted(p for p in self.ohlcv_dir.glob("*_1d.parquet") if not p.name.startswith("."))
+
+    # -- locks -------------------------------------------------------------
+    @contextlib.contextmanager
+    def lock(self, name: str) -> Iterator[None]:
+        """An inter-process lock (also exclusive between threads) on `name`."""
+        folder = self.root / ".locks"
+        folder.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(folder / f"{name}.lock"), timeout=LOCK_TIMEOUT_S):
+            yield
+
+    def _check_writable(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        probe = self.root / ".write-probe"
+        try:
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise LakehouseError(
+                f"the lakehouse folder {self.root} is not writable ({exc.strerror}); "
+                "fix its permissions or point QUANT_DATA_DIR elsewhere. Nothing was changed."
+            ) from exc
+
+    # -- bars --------------------------------------------------------------
+    def read_ohlcv(self, exchange: str, symbol: str) -> pl.DataFrame | None:
+        """The symbol's bars, or None when it has no file yet."""
+        path = self.ohlcv_path(exchange, symbol)
+        if not path.exists():
+            return None
+        return read_ohlcv_file(path)
+
+    def merge_bars(self, exchange: str, symbol: str, new_bars: pl.DataFrame) -> pl.DataFrame:
+        """Merge `new_bars` into the symbol's file under its lock and publish atomically.
+
+        A timestamp present in both takes the new bar (a source may revise); every other
+        existing row is kept, so concurrent writers never lose a row. Returns the merged frame.
+        """
+        path = self.ohlcv_path(exchange, symbol)
+        with self.lock(symbol_key(exchange, symbol)):
+            existing = read_ohlcv_file(path) if path.exists() else None
+            merged = merge_frames(existing, new_bars)
+            if existing is None or not merged.equals(existing):
+                atomic_write_parquet(path, merged)
+        return merged
+
+    # -- catalog -----------------------------------------------------------
+    def read_catalog(self) -> dict[str, Any]:
+        try:
+            catalog = read_json(self.catalog_path, default=None)
+        except ValueError as exc:
+            raise LakehouseError(
+                f"the catalog {self.catalog_path} is not valid JSON ({exc}); restore it with "
+                "`dvc checkout data/lakehouse` or delete it and run `quant audit` to rebuild it"
+            ) from exc
+        if catalog is None:
+            return empty_catalog()
+        for key in ("symbols", "errors", "meta"):
+            catalog.setdefault(key, {})
+        return catalog
+
+    def update_catalog(
+        self,
+        entries: dict[str, dict[str, Any]] | None = None,
+        errors: dict[str, dict[str, Any]] | None = None,
+        meta: dict[str, Any] | None = None,
+        remove: Iterable[str] = (),
+    ) -> dict[str, Any]:
+        """Merge entries into the catalog under its lock; the newer file's entry wins."""
+        self._check_writable()
+        with self.lock("catalog"):
+            catalog = self.read_catalog()
+            symbols = catalog["symbols"]
+            for key, entry in (entries or {}).items():
+                old = symbols.get(key)
+                if old is None or entry.get("file_mtime_ns", 0) >= old.get("file_mtime_ns", 0):
+                    symbols[key] = entry
+                catalog["errors"].pop(key, None)
+            for key, error in (errors or {}).items():
+                catalog["errors"][key] = error
+            for key in remove:
+                symbols.pop(key, None)
+            if meta:
+                catalog["meta"].update(meta)
+            catalog["updated_at"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+            atomic_write_json(self.catalog_path, catalog)
+            return catalog
+
+    # -- registry ----------------------------------------------------------
+    def read_symbols(self) -> pl.DataFrame | None:
+        if not self.symbols_path.exists():
+            return None
+        return pl.read_parquet(self.symbols_path)
+
+    def update_symbols(self, infos: list[SymbolInfo]) -> pl.DataFrame:
+        """Upsert symbols into `symbols.parquet` (keyed by exchange and symbol)."""
+        with self.lock("symbols"):
+            new = symbols_frame(infos)
+            old = self.read_symbols()
+            if old is not None:
+                new = pl.concat([old.select(new.columns).cast(new.schema), new])
+            registry = new.unique(["exchange", "symbol"], keep="last").sort(["exchange", "symbol"])
+            if old is None or not registry.equals(old):
+                atomic_write_parquet(self.symbols_path, registry)
+            return registry
+
+
+def read_ohlcv_file(path: Path) -> pl.DataFrame:
+    """Read one lakehouse file, with an error naming it when it is damaged."""
+    try:
+        frame = pl.read_parquet(path, columns=list(OHLCV_COLUMNS))
+    except Exception as exc:  # polars raises several types for a damaged file
+        raise LakehouseError(
+            f"cannot read lakehouse file {path}: {exc.__class__.__name__}: {str(exc)[:200]}; "
+            "run `quant audit` to quarantine it, then `quant repair` to re-fetch it"
+        ) from exc
+    return frame.cast(OHLCV_SCHEMA)
+
+
+def merge_frames(existing: pl.DataFrame | None, new_bars: pl.DataFrame) -> pl.DataFrame:
+    new_bars = new_bars.select(OHLCV_COLUMNS).cast(OHLCV_SCHEMA)
+    if existing is None or existing.height == 0:
+        return new_bars.unique("timestamp", keep="last").sort("timestamp")
+    both = pl.concat([existing.select(OHLCV_COLUMNS), new_bars])
+    return both.unique("timestamp", keep="last", maintain_order=True).sort("timestamp")

@@ -1,0 +1,90 @@
+"""The lakehouse bar schema and the symbol metadata every source returns.
+
+A daily bar is stamped at 00:00 UTC of its session date (UTC epoch seconds, int64).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import asdict, dataclass
+
+import polars as pl
+
+OHLCV_COLUMNS: tuple[str, ...] = ("timestamp", "open", "high", "low", "close", "volume")
+PRICE_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close")
+OHLCV_SCHEMA: dict[str, pl.DataType] = {
+    "timestamp": pl.Int64(),
+    "open": pl.Float64(),
+    "high": pl.Float64(),
+    "low": pl.Float64(),
+    "close": pl.Float64(),
+    "volume": pl.Float64(),
+}
+SECONDS_PER_DAY = 86_400
+
+ASSET_CLASSES = ("crypto", "equity")
+
+
+def empty_ohlcv() -> pl.DataFrame:
+    return pl.DataFrame(schema=OHLCV_SCHEMA)
+
+
+def date_to_ts(day: dt.date) -> int:
+    """UTC epoch seconds at 00:00 of `day`."""
+    return (day - dt.date(1970, 1, 1)).days * SECONDS_PER_DAY
+
+
+def ts_to_date(ts: int) -> dt.date:
+    return dt.date(1970, 1, 1) + dt.timedelta(days=int(ts) // SECONDS_PER_DAY)
+
+
+@dataclass(frozen=True)
+class SymbolInfo:
+    """What a source knows about one listed instrument.
+
+    `calendar` is "24/7" (crypto: a bar every calendar day) or "business" (equities:
+    Monday to Friday). `median_dollar_volume` is the source's liquidity statistic in
+    quote currency per day, used by the scanners.
+    """
+
+    exchange: str
+    symbol: str
+    asset_class: str
+    genesis_date: dt.date
+    median_dollar_volume: float
+    active: bool = True
+
+    @property
+    def calendar(self) -> str:
+        return "24/7" if self.asset_class == "crypto" else "business"
+
+    @property
+    def key(self) -> str:
+        return f"{self.exchange}_{self.symbol}"
+
+    def to_record(self) -> dict:
+        record = asdict(self)
+        record["genesis_date"] = self.genesis_date.isoformat()
+        return record
+
+
+def symbols_frame(infos: list[SymbolInfo]) -> pl.DataFrame:
+    """The registry as stored in `symbols.parquet`."""
+    return pl.DataFrame(
+        {
+            "exchange": [i.exchange for i in infos],
+            "symbol": [i.symbol for i in infos],
+            "asset_class": [i.asset_class for i in infos],
+            "genesis_date": [i.genesis_date for i in infos],
+            "median_dollar_volume": [float(i.median_dollar_volume) for i in infos],
+            "active": [i.active for i in infos],
+        },
+        schema={
+            "exchange": pl.String(),
+            "symbol": pl.String(),
+            "asset_class": pl.String(),
+            "genesis_date": pl.Date(),
+            "median_dollar_volume": pl.Float64(),
+            "active": pl.Boolean(),
+        },
+    )

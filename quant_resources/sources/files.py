@@ -1,0 +1,322 @@
+"""Market data from a folder of vendor exports: one CSV or Parquet file per symbol.
+
+This module owns reading such a folder. A file is named `{EXCHANGE}_{SYMBOL}.csv` or
+`.parquet`, optionally with `_1d` before the extension (so the lakehouse's own
+`ohlcv/` folder is a valid source too). The exchange is the text before the first "_".
+
+Two layouts are understood, column names in any case, extra columns ignored:
+
+- the lakehouse schema: `timestamp` (epoch seconds, or milliseconds: any value above
+  1e11 is divided by 1000), `open`, `high`, `low`, `close`, `volume`;
+- a vendor export: `Date` (YYYY-MM-DD or a datetime; the bar is stamped at 00:00 UTC of
+  that calendar date), `Open`, `High`, `Low`, `Close`, `Adj Close`, `Volume`. `Adj
+  Close` is ignored: the lakehouse stores raw traded prices, and adjustments are a
+  research decision made downstream.
+
+Bars are returned raw (duplicates, bad prices and all) because sanitising is the
+ingestion's job; empty cells become nulls. Parsed files are cached per (path,
+modification time, size), so many windows over the same files parse each file once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import polars as pl
+
+from quant_resources.errors import ConfigError, InvalidSymbolError, SourceError, UnknownSymbolError
+from quant_resources.schema import OHLCV_SCHEMA, SECONDS_PER_DAY, SymbolInfo, date_to_ts, ts_to_date
+from quant_resources.sources.base import MarketDataSource
+from quant_resources.symbols import validate_name
+
+SUFFIXES = (".csv", ".parquet")
+_VALUE_COLUMNS = ("open", "high", "low", "close", "volume")
+_MILLISECONDS_ABOVE = 100_000_000_000  # 1e11 s is the year 5138; 1e11 ms is 1973
+# Vendors write these for a missing value (Yahoo exports write "null" on holidays).
+_NULL_TOKENS = ["null", "NULL", "Null", "NA", "N/A", "n/a", "#N/A", "None", "-"]
+_SOURCE = "files"
+
+
+class _UnreadableFile(Exception):
+    """Why a file cannot give bars; the caller adds the symbol and the file."""
+
+
+@dataclass(frozen=True)
+class _Folder:
+    files: dict[tuple[str, str], Path]  # (exchange, symbol) -> file
+    skipped: list[tuple[str, str]]  # (file name, reason), from the names alone
+
+
+def _symbol_of(name: str) -> tuple[str, str]:
+    """(exchange, symbol) of a file name, or InvalidSymbolError saying why not."""
+    suffix = Path(name).suffix.lower()
+    stem = name[: -len(suffix)]
+    if stem.endswith("_1d"):
+        stem = stem[: -len("_1d")]
+    exchange, sep, symbol = stem.partition("_")
+    if not sep or not exchange or not symbol:
+        raise InvalidSymbolError(
+            f"name is not EXCHANGE_SYMBOL{suffix} (optionally EXCHANGE_SYMBOL_1d{suffix}): "
+            "rename the file"
+        )
+    return validate_name(exchange, "exchange"), validate_name(symbol)
+
+
+@lru_cache(maxsize=16)
+def _scan(folder: str, mtime_ns: int) -> _Folder:
+    """The data files of `folder` by symbol; `mtime_ns` keys the cache to its contents."""
+    files: dict[tuple[str, str], Path] = {}
+    skipped: list[tuple[str, str]] = []
+    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+        if entry.name.startswith(".") or not entry.is_file():
+            continue  # hidden files (.DS_Store, editor swap files) and folders
+        if Path(entry.name).suffix.lower() not in SUFFIXES:
+            skipped.append((entry.name, "not a .csv or .parquet file"))
+            continue
+        try:
+            key = _symbol_of(entry.name)
+        except InvalidSymbolError as exc:
+            skipped.append((entry.name, str(exc)))
+            continue
+        if key in files:
+            skipped.append(
+                (entry.name, f"{files[key].name} already provides {key[0]}_{key[1]}: keep one")
+            )
+            continue
+        files[key] = Path(entry.path)
+    return _Folder(files=files, skipped=skipped)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _read_table(path: Path) -> pl.DataFrame:
+    """Every column of the file; CSV columns all as text, so nothing is guessed."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise _UnreadableFile(f"cannot read the file: {exc.strerror or exc}") from None
+    if not raw.strip():
+        raise _UnreadableFile("the file is empty: export the symbol again")
+    if path.suffix.lower() == ".parquet":
+        try:
+            return pl.read_parquet(raw)
+        except Exception as exc:  # polars and arrow raise several types for a bad file
+            raise _UnreadableFile(
+                f"corrupt or unreadable Parquet ({_first_line(exc)}): export the symbol again"
+            ) from None
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]  # a UTF-8 byte-order mark, as spreadsheet programs write
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _UnreadableFile(
+            f"not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start}): "
+            "re-save the export as UTF-8 CSV"
+        ) from None
+    try:
+        return pl.read_csv(raw, infer_schema=False, null_values=_NULL_TOKENS)
+    except Exception as exc:  # polars raises ComputeError, NoDataError, ... for bad CSV
+        raise _UnreadableFile(
+            f"unreadable CSV ({_first_line(exc)}): check the delimiter is ',' and "
+            "every row has the header's columns"
+        ) from None
+
+
+def _bad_value(table: pl.DataFrame, column: str, parsed: pl.Series) -> tuple[str, int] | None:
+    """The first value of `column` that `parsed` could not read, with its CSV line."""
+    original = table[column]
+    failed = parsed.is_null() & original.is_not_null()
+    if not failed.any():
+        return None
+    row = int(failed.arg_true()[0])
+    return str(original[row]), row + 2  # line 1 is the header
+
+
+def _numbers(table: pl.DataFrame, column: str) -> pl.Series:
+    series = table[column]
+    if series.dtype == pl.String:
+        parsed = series.str.strip_chars().cast(pl.Float64, strict=False)
+        if (bad := _bad_value(table, column, parsed)) is not None:
+            value, line = bad
+            raise _UnreadableFile(
+                f"column {column!r} holds text, not a number: {value!r} on line {line}; "
+                "fix or remove that row"
+            )
+        return parsed
+    if series.dtype.is_numeric():
+        return series.cast(pl.Float64)
+    raise _UnreadableFile(f"column {column!r} holds {series.dtype}, not numbers")
+
+
+def _timestamps(table: pl.DataFrame, column: str) -> pl.Series:
+    """Epoch seconds from a lakehouse `timestamp` column (seconds or milliseconds)."""
+    series = table[column]
+    if series.dtype == pl.Datetime or series.dtype == pl.Date:
+        seconds = series.dt.epoch("s")
+    else:
+        if series.dtype == pl.String:
+            parsed = series.str.strip_chars().cast(pl.Float64, strict=False)
+        elif series.dtype.is_numeric():
+            parsed = series.cast(pl.Float64)
+        else:
+            raise _UnreadableFile(f"column {column!r} holds {series.dtype}, not epoch seconds")
+        unusable = parsed.is_null() | ~parsed.is_finite().fill_null(False)
+        if unusable.any():
+            row = int(unusable.arg_true()[0])
+            raise _UnreadableFile(
+                f"column {column!r} holds {str(series[row])!r} on line {row + 2}: expected "
+                "epoch seconds or milliseconds"
+            )
+        seconds = parsed.zip_with(parsed <= _MILLISECONDS_ABOVE, parsed // 1000)
+    return seconds.cast(pl.Int64)
+
+
+def _session_dates(table: pl.DataFrame, column: str) -> pl.Series:
+    """Epoch seconds at 00:00 UTC of a vendor `Date` column's calendar dates."""
+    series = table[column]
+    if series.dtype == pl.Datetime:
+        days = series.dt.date()  # the local date of the bar, time zone and all
+    elif series.dtype == pl.Date:
+        days = series
+    elif series.dtype == pl.String:
+        # The first ten characters are the date of "2024-01-05" and "2024-01-05 00:00:00".
+        days = series.str.strip_chars().str.slice(0, 10).str.to_date("%Y-%m-%d", strict=False)
+        if (bad := _bad_value(table, column, days)) is not None or days.null_count():
+            value, line = bad or ("", int(days.is_null().arg_true()[0]) + 2)
+            raise _UnreadableFile(
+                f"column {column!r} holds {value!r} on line {line}: expected a date "
+                "YYYY-MM-DD or a datetime"
+            )
+    else:
+        raise _UnreadableFile(f"column {column!r} holds {series.dtype}, not dates")
+    if days.null_count():
+        raise _UnreadableFile(f"column {column!r} has an empty value: every bar needs a date")
+    return days.cast(pl.Int32).cast(pl.Int64) * SECONDS_PER_DAY
+
+
+@lru_cache(maxsize=256)
+def _parse(path: str, mtime_ns: int, size: int) -> pl.DataFrame:
+    """All bars of one file in OHLCV_SCHEMA, in file order; (mtime, size) key the cache."""
+    table = _read_table(Path(path))
+    by_name: dict[str, str] = {}
+    for name in table.columns:
+        by_name.setdefault(name.strip().lower(), name)
+    time_column = by_name.get("timestamp") or by_name.get("date")
+    vendor = "timestamp" not in by_name
+    missing = [c for c in _VALUE_COLUMNS if c not in by_name]
+    if time_column is None:
+        missing.insert(0, "date")
+    if missing:
+        shown = [c.capitalize() if vendor else c for c in missing]
+        raise _UnreadableFile(
+            f"missing column{'s' if len(shown) > 1 else ''} {', '.join(map(repr, shown))} "
+            f"(found {', '.join(map(repr, table.columns)) or 'none'}); expected Date (or "
+            "timestamp), Open, High, Low, Close, Volume in any case"
+        )
+    timestamps = _session_dates(table, time_column) if vendor else _timestamps(table, time_column)
+    return pl.DataFrame(
+        [timestamps.alias("timestamp")]
+        + [_numbers(table, by_name[c]).alias(c) for c in _VALUE_COLUMNS]
+    ).cast(OHLCV_SCHEMA)
+
+
+def _as_date(value: dt.date) -> dt.date:
+    return value.date() if isinstance(value, dt.datetime) else value
+
+
+class FileSource(MarketDataSource):
+    """Bars from `folder`, one `{EXCHANGE}_{SYMBOL}[_1d].csv|.parquet` file per symbol.
+
+    `list_symbols` derives each symbol's metadata from its bars: asset class "crypto"
+    when any bar falls on a Saturday or Sunday (else "equity"), genesis = the first bar's
+    date, median dollar volume = median(close * volume). Files that cannot be listed
+    (bad name, unreadable content, no bars) are skipped; `skipped_files()` says why.
+    """
+
+    folder: str
+
+    def _folder(self) -> _Folder:
+        path = Path(self.folder)
+        try:
+            mtime_ns = path.stat().st_mtime_ns
+        except OSError:
+            mtime_ns = None
+        if mtime_ns is None or not path.is_dir():
+            raise ConfigError(
+                f"files source folder {path} does not exist or is not a folder: point "
+                "QUANT_FILES_DIR at a folder of EXCHANGE_SYMBOL.csv/.parquet exports"
+            )
+        return _scan(str(path.resolve()), mtime_ns)
+
+    def _bars(self, exchange: str, symbol: str, path: Path) -> pl.DataFrame:
+        try:
+            stat = path.stat()
+            return _parse(str(path), stat.st_mtime_ns, stat.st_size)
+        except FileNotFoundError:
+            raise SourceError(
+                symbol, "the file vanished while reading it", file=str(path), source=_SOURCE
+            ) from None
+        except _UnreadableFile as exc:
+            raise SourceError(symbol, str(exc), file=str(path), source=_SOURCE) from None
+
+    def _listing(self) -> tuple[list[SymbolInfo], list[tuple[str, str]]]:
+        folder = self._folder()
+        infos: list[SymbolInfo] = []
+        skipped = list(folder.skipped)
+        for (exchange, symbol), path in folder.files.items():
+            try:
+                bars = self._bars(exchange, symbol, path)
+            except SourceError as exc:
+                skipped.append((path.name, exc.reason))
+                continue
+            if bars.is_empty():
+                skipped.append((path.name, "no bars in the file"))
+                continue
+            stats = bars.select(
+                first=pl.col("timestamp").min(),
+                weekend=((pl.col("timestamp") // SECONDS_PER_DAY + 3) % 7 >= 5).any(),
+                dollar_volume=(pl.col("close") * pl.col("volume")).median(),
+            ).row(0, named=True)
+            infos.append(
+                SymbolInfo(
+                    exchange=exchange,
+                    symbol=symbol,
+                    asset_class="crypto" if stats["weekend"] else "equity",
+                    genesis_date=ts_to_date(stats["first"]),
+                    median_dollar_volume=float(stats["dollar_volume"] or 0.0),
+                )
+            )
+        return infos, sorted(skipped)
+
+    def list_symbols(self) -> list[SymbolInfo]:
+        return self._listing()[0]
+
+    def skipped_files(self) -> list[tuple[str, str]]:
+        """(file name, reason) of every file in the folder that `list_symbols` left out."""
+        return self._listing()[1]
+
+    def fetch_bars(self, exchange: str, symbol: str, start: dt.date, end: dt.date) -> pl.DataFrame:
+        """Raw bars of the symbol's file with timestamps in [start, end + 1 day)."""
+        try:
+            key = (validate_name(exchange, "exchange"), validate_name(symbol))
+        except InvalidSymbolError as exc:
+            raise UnknownSymbolError(str(symbol), str(exc), source=_SOURCE) from None
+        path = self._folder().files.get(key)
+        if path is None:
+            raise UnknownSymbolError(
+                symbol,
+                f"no file {exchange}_{symbol}.csv or .parquet (optionally with _1d) in "
+                f"{self.folder}: add the export or pick a symbol from list_symbols()",
+                source=_SOURCE,
+            )
+        bars = self._bars(exchange, symbol, path)
+        lo = date_to_ts(_as_date(start))
+        hi = date_to_ts(_as_date(end)) + SECONDS_PER_DAY
+        return bars.filter((pl.col("timestamp") >= lo) & (pl.col("timestamp") < hi))

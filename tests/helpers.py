@@ -1,0 +1,37 @@
+"""Helpers shared by tests: run the data job on a temp lakehouse, read files back."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from pathlib import Path
+
+import dagster as dg
+
+from quant_assets.definitions import DATA_JOB, build_definitions
+from quant_resources.settings import Settings
+
+
+def run_data_job(settings: Settings, start: dt.date, end: dt.date | None = None, instance=None):
+    defs = build_definitions(settings)
+    job = defs.resolve_job_def(DATA_JOB)
+    instance = instance or dg.DagsterInstance.ephemeral()
+    if end is None or end == start:
+        return job.execute_in_process(instance=instance, partition_key=start.isoformat(), raise_on_error=False)
+    tags = {
+        "dagster/asset_partition_range_start": start.isoformat(),
+        "dagster/asset_partition_range_end": end.isoformat(),
+    }
+    return job.execute_in_process(instance=instance, tags=tags, raise_on_error=False)
+
+
+def file_hashes(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.glob("*.parquet"))}
+
+
+def metadata_of(result, asset: str) -> dict:
+    for event in result.get_asset_materialization_events():
+        m = event.step_materialization_data.materialization
+        if m.asset_key.to_user_string() == asset:
+            return {k: getattr(v, "value", v) for k, v in m.metadata.items()}
+    raise AssertionError(f"no materialization of {asset}")
