@@ -211,3 +211,82 @@ def schema_check(
         return check_result_from_cases(frame, validate(the_schema, frame))
 
     return _check
+
+
+# -- L1: returns ----------------------------------------------------------------------
+
+
+def returns_schema(symbols: list[str], toxic_threshold: float = 5.0) -> pa.DataFrameSchema:
+    """L1: a `date` column (unique, increasing) and one Float64 column per symbol whose
+    values are NaN (no bar that day) or finite and at most the toxic threshold."""
+
+    def _ok(data: PolarsData) -> pl.LazyFrame:
+        col = pl.col(data.key)
+        return data.lazyframe.select(col.is_nan() | (col.is_finite() & (col <= toxic_threshold)))
+
+    columns = {
+        "date": pa.Column(pl.Date, nullable=False, unique=True),
+        **{
+            s: pa.Column(pl.Float64, nullable=True, checks=[pa.Check(_ok, name=f"finite_or_nan_and_at_most_{toxic_threshold:g}")])
+            for s in symbols
+        },
+    }
+
+    def _dates_increase(data: PolarsData) -> pl.LazyFrame:
+        diff = pl.col("date").diff()
+        return data.lazyframe.select(diff.is_null() | (diff > pl.duration(days=0)))
+
+    return pa.DataFrameSchema(columns, checks=[pa.Check(_dates_increase, name="dates_increase")], strict=True, name="L1_returns")
+
+
+# -- L3: selection ----------------------------------------------------------------------
+
+
+def selection_schema(snapshot_symbols: list[str]) -> pa.DataFrameSchema:
+    """L3: winners are unique symbols of the snapshot with finite scores and clusters >= 1."""
+    allowed = list(snapshot_symbols)
+
+    def _finite(data: PolarsData) -> pl.LazyFrame:
+        return data.lazyframe.select(pl.col(data.key).is_finite())
+
+    return pa.DataFrameSchema(
+        {
+            "symbol": pa.Column(pl.String, nullable=False, unique=True, checks=[pa.Check.isin(allowed)]),
+            "score": pa.Column(pl.Float64, nullable=False, checks=[pa.Check(_finite, name="score_finite")]),
+            "momentum": pa.Column(pl.Float64, nullable=False, checks=[pa.Check(_finite, name="momentum_finite")]),
+            "volatility": pa.Column(pl.Float64, nullable=False, checks=[pa.Check.ge(0)]),
+            "cluster": pa.Column(pl.Int64, nullable=False, checks=[pa.Check.ge(1)]),
+        },
+        checks=[pa.Check(lambda d: d.lazyframe.select(pl.len() > 0), name="at_least_one_winner")],
+        strict=True,
+        name="L3_selection",
+    )
+
+
+# -- L4: weights ----------------------------------------------------------------------
+
+
+def weights_schema(
+    *, max_weight: float | None = None, min_weight: float = 0.0, long_only: bool = True, tolerance: float = 1e-6
+) -> pa.DataFrameSchema:
+    """L4: finite weights, >= 0 when long-only, within [min_weight, max_weight], summing to 1."""
+    weight_checks = [pa.Check(lambda d: d.lazyframe.select(pl.col(d.key).is_finite()), name="weight_finite")]
+    if long_only:
+        weight_checks.append(pa.Check.ge(-1e-12))
+    if min_weight:
+        weight_checks.append(pa.Check.ge(min_weight - 1e-9))
+    if max_weight is not None:
+        weight_checks.append(pa.Check.le(max_weight + 1e-9))
+
+    def _sums_to_one(data: PolarsData) -> pl.LazyFrame:
+        return data.lazyframe.select(((pl.col("weight").sum() - 1.0).abs() <= tolerance).alias("sum_to_one"))
+
+    return pa.DataFrameSchema(
+        {
+            "symbol": pa.Column(pl.String, nullable=False, unique=True),
+            "weight": pa.Column(pl.Float64, nullable=False, checks=weight_checks),
+        },
+        checks=[pa.Check(_sums_to_one, name=f"sum_to_one_within_{tolerance:g}")],
+        strict=True,
+        name="L4_weights",
+    )

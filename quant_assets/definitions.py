@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import dagster as dg
 
+from quant_assets.alpha.assets import build_alpha_assets
 from quant_assets.data.assets import build_data_assets
 from quant_assets.data.maintenance_assets import build_maintenance_assets
 from quant_assets.partitions import daily_partitions
+from quant_resources.io_managers import ReadOnlyLakehouseIOManager, RunArtifactIOManager
 from quant_resources.lakehouse import Lakehouse
 from quant_resources.runtime import prepare_process
 from quant_resources.settings import Settings, get_settings
 from quant_resources.sources import source_from_settings
 
 DATA_JOB = "data_cycle"
+ALPHA_JOB = "alpha_cycle"
 REPAIR_JOB = "gap_repair_job"
 AUDIT_JOB = "data_audit_job"
 
@@ -26,6 +29,9 @@ def build_resources(settings: Settings) -> dict[str, object]:
     return {
         "source": source_from_settings(settings),
         "lakehouse": Lakehouse(data_dir=str(settings.data_dir)),
+        # The alpha side: read-only lakehouse inputs, outputs into data/runs/{run_id}/.
+        "lakehouse_reader": ReadOnlyLakehouseIOManager(data_dir=str(settings.data_dir)),
+        "run_artifacts": RunArtifactIOManager(runs_dir=str(settings.runs_dir)),
     }
 
 
@@ -33,17 +39,23 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     partitions_def = daily_partitions(settings)
     data_assets = build_data_assets(settings, partitions_def)
     maintenance = build_maintenance_assets(settings)
+    alpha_assets = build_alpha_assets(settings, partitions_def)
     jobs = [
         dg.define_asset_job(
             DATA_JOB,
             selection=dg.AssetSelection.groups("data"),
             description="The data cycle for a day or a range: candidates, then ohlcv, with their checks.",
         ),
+        dg.define_asset_job(
+            ALPHA_JOB,
+            selection=dg.AssetSelection.groups("alpha"),
+            description="The alpha cycle for a day: snapshot, returns, selection, weights, backtest.",
+        ),
         dg.define_asset_job(REPAIR_JOB, selection=["gap_repair"], description="Targeted re-fetch of gaps."),
         dg.define_asset_job(AUDIT_JOB, selection=["data_audit"], description="Re-validate the whole lakehouse."),
     ]
     return dg.Definitions(
-        assets=[a for a in data_assets + maintenance if not isinstance(a, dg.AssetChecksDefinition)],
+        assets=[a for a in data_assets + maintenance + alpha_assets if not isinstance(a, dg.AssetChecksDefinition)],
         asset_checks=[a for a in data_assets if isinstance(a, dg.AssetChecksDefinition)],
         jobs=jobs,
         resources=build_resources(settings),

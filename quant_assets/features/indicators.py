@@ -1,9 +1,11 @@
 """Daily technical indicators for the whole universe at once, and their L2 contract.
 
 `compute_indicators` turns OHLCV bars of many symbols (one row per symbol and session)
-into one row of indicators per symbol and date. Everything is a polars expression
-evaluated `.over("symbol")`: there is no Python loop per symbol, so 1000 symbols x 10
-years take about a second.
+into one row of indicators per symbol and date, for the whole universe in one polars
+query: no Python loop per symbol. Shifts and rolling windows run on the symbol-sorted
+columns and are masked where they would reach into the previous symbol; only the
+recursive averages need a per-symbol window (`.over`). 1000 symbols x 10 years of
+daily bars take about 2 s on two cores.
 
 Conventions (docs/features.md has the formulas):
 
@@ -86,20 +88,38 @@ WARMUP_BARS = 520
 _BAR_COLUMNS = ("symbol", "timestamp", "open", "high", "low", "close", "volume")
 _SECONDS_PER_DAY = 86_400
 _SYMBOL_ID = "_symbol_id"
+_ROW = "_row"  # 0-based position of a bar in its symbol's history
 
 
-def _seeded_ewm(values: pl.Expr, row: pl.Expr, *, n: int, alpha: float, first: int) -> pl.Expr:
-    """Recursive average seeded with the simple mean of its first `n` inputs.
+def _in_symbol(expr: pl.Expr, from_row: int) -> pl.Expr:
+    """`expr` evaluated on the whole symbol-sorted column, kept from per-symbol row `from_row`.
 
-    `values` start at per-symbol row `first`; the result is null before row
-    `first + n - 1`, holds the mean of `values[first : first + n]` there, then follows
-    `y = alpha * x + (1 - alpha) * y_prev`. Evaluate per symbol (`.over`).
-    Polars' `ewm_mean(adjust=False)` starts its recursion at the first non-null input,
-    so feeding it the seed followed by the raw values gives exactly this definition.
+    A shift by k or a window of n bars computed across all symbols at once reads only
+    the current symbol's bars from row k (or n - 1) on; earlier rows would read the
+    previous symbol's tail, so they are nulled. This avoids a per-symbol window (`over`),
+    which costs several times more, for everything but the recursive averages.
+    """
+    return pl.when(pl.col(_ROW) >= from_row).then(expr)
+
+
+def _recursion_input(values: pl.Expr, *, n: int, first: int) -> pl.Expr:
+    """Input of `_seeded_ewm`: null, then the mean of the first `n` values, then the values.
+
+    `values` start at per-symbol row `first`; the seed sits at row `first + n - 1`.
     """
     seed_row = first + n - 1
-    seeded = pl.when(row == seed_row).then(values.rolling_mean(n)).when(row > seed_row).then(values)
-    return seeded.ewm_mean(alpha=alpha, adjust=False)
+    row = pl.col(_ROW)
+    return pl.when(row == seed_row).then(values.rolling_mean(n)).when(row > seed_row).then(values)
+
+
+def _seeded_ewm(recursion_input: pl.Expr, *, alpha: float) -> pl.Expr:
+    """Recursive average `y = alpha * x + (1 - alpha) * y_prev`, per symbol.
+
+    Polars' `ewm_mean(adjust=False)` starts its recursion at the first non-null input,
+    so on `_recursion_input` it is null before the seed row, equals the seed (the simple
+    mean of the first n values) there, and recurses after.
+    """
+    return recursion_input.ewm_mean(alpha=alpha, adjust=False).over(_SYMBOL_ID)
 
 
 def _safe_ratio(numerator: pl.Expr, denominator: pl.Expr) -> pl.Expr:
@@ -167,19 +187,20 @@ def _prepare_bars(bars: pl.LazyFrame | pl.DataFrame) -> pl.DataFrame:
             .alias("date"),
             *(pl.col(c).cast(pl.Float64) for c in ("open", "high", "low", "close", "volume")),
         )
-        .sort("symbol", "date")
         .collect()
+        # Sorting eagerly: measured several times faster than inside the lazy query.
+        .sort("symbol", "date")
     )
     _check_bars(collected)
-    # Rows are sorted by symbol, so a running count of symbol changes numbers the
-    # symbols; windows keyed on this integer run several times faster than on strings.
-    symbol_id = (pl.col("symbol") != pl.col("symbol").shift(1)).fill_null(True).cum_sum()
-    return collected.with_columns(symbol_id.alias(_SYMBOL_ID))
-
-
-def _with_per_symbol(frame: pl.LazyFrame, *exprs: pl.Expr) -> pl.LazyFrame:
-    """Add columns computed within each symbol's own history (rows sorted by date)."""
-    return frame.with_columns(expr.over(_SYMBOL_ID) for expr in exprs)
+    # Sorted by symbol: a running count of symbol changes numbers the symbols (windows
+    # keyed on an integer run several times faster than on strings), and the distance
+    # to the symbol's first row is each bar's position in its own history.
+    new_symbol = (pl.col("symbol") != pl.col("symbol").shift(1)).fill_null(True)
+    index = pl.int_range(pl.len(), dtype=pl.Int64)
+    return collected.with_columns(
+        new_symbol.cum_sum().alias(_SYMBOL_ID),
+        (index - pl.when(new_symbol).then(index).forward_fill()).alias(_ROW),
+    )
 
 
 def compute_indicators(bars: pl.LazyFrame | pl.DataFrame) -> pl.DataFrame:
@@ -194,15 +215,13 @@ def compute_indicators(bars: pl.LazyFrame | pl.DataFrame) -> pl.DataFrame:
     Indicators are causal: a value depends only on the symbol's bars up to that date.
     """
     ordered = _prepare_bars(bars)
-    row = pl.col("_row")
     close = pl.col("close")
     prev_close = pl.col("_prev_close")
+    annualise = math.sqrt(TRADING_DAYS_PER_YEAR)
 
-    frame = _with_per_symbol(
-        ordered.lazy(),
-        pl.int_range(pl.len()).alias("_row"),
-        close.shift(1).alias("_prev_close"),
-        close.shift(20).alias("_close_20_ago"),
+    frame = ordered.lazy().with_columns(
+        _in_symbol(close.shift(1), 1).alias("_prev_close"),
+        _in_symbol(close.shift(20), 20).alias("_close_20_ago"),
     )
     frame = frame.with_columns(
         (close - prev_close).clip(lower_bound=0).alias("_gain"),
@@ -218,23 +237,30 @@ def compute_indicators(bars: pl.LazyFrame | pl.DataFrame) -> pl.DataFrame:
         .alias("_log_return"),
         (100.0 * (_safe_ratio(close, pl.col("_close_20_ago")) - 1.0)).alias("roc_20"),
     )
-    frame = _with_per_symbol(
-        frame,
-        close.rolling_mean(20).alias("sma_20"),
-        close.rolling_mean(50).alias("sma_50"),
-        close.rolling_mean(200).alias("sma_200"),
-        _seeded_ewm(close, row, n=12, alpha=2 / 13, first=0).alias("ema_12"),
-        _seeded_ewm(close, row, n=26, alpha=2 / 27, first=0).alias("ema_26"),
-        _seeded_ewm(pl.col("_gain"), row, n=14, alpha=1 / 14, first=1).alias("_avg_gain"),
-        _seeded_ewm(pl.col("_loss"), row, n=14, alpha=1 / 14, first=1).alias("_avg_loss"),
-        _seeded_ewm(pl.col("_true_range"), row, n=14, alpha=1 / 14, first=0).alias("atr_14"),
+    frame = frame.with_columns(
+        _in_symbol(close.rolling_mean(20), 19).alias("sma_20"),
+        _in_symbol(close.rolling_mean(50), 49).alias("sma_50"),
+        _in_symbol(close.rolling_mean(200), 199).alias("sma_200"),
         # Population standard deviation (ddof=0), as in Bollinger's definition.
-        close.rolling_std(20, ddof=0).alias("_bb_std"),
+        _in_symbol(close.rolling_std(20, ddof=0), 19).alias("_bb_std"),
         # Sample standard deviation (ddof=1): realized volatility is an estimate.
-        (pl.col("_log_return").rolling_std(20, ddof=1) * math.sqrt(TRADING_DAYS_PER_YEAR)).alias(
+        _in_symbol(pl.col("_log_return").rolling_std(20, ddof=1) * annualise, 20).alias(
             "realized_vol_20"
         ),
-        pl.col("volume").rolling_mean(20).alias("volume_sma_20"),
+        _in_symbol(pl.col("volume").rolling_mean(20), 19).alias("volume_sma_20"),
+        _recursion_input(close, n=12, first=0).alias("_ema_12_input"),
+        _recursion_input(close, n=26, first=0).alias("_ema_26_input"),
+        _recursion_input(pl.col("_gain"), n=14, first=1).alias("_gain_input"),
+        _recursion_input(pl.col("_loss"), n=14, first=1).alias("_loss_input"),
+        _recursion_input(pl.col("_true_range"), n=14, first=0).alias("_true_range_input"),
+    )
+    frame = frame.with_columns(
+        _seeded_ewm(pl.col("_ema_12_input"), alpha=2 / 13).alias("ema_12"),
+        _seeded_ewm(pl.col("_ema_26_input"), alpha=2 / 27).alias("ema_26"),
+        # Wilder's smoothing is an EMA with alpha = 1 / n.
+        _seeded_ewm(pl.col("_gain_input"), alpha=1 / 14).alias("_avg_gain"),
+        _seeded_ewm(pl.col("_loss_input"), alpha=1 / 14).alias("_avg_loss"),
+        _seeded_ewm(pl.col("_true_range_input"), alpha=1 / 14).alias("atr_14"),
     )
     avg_gain, avg_loss = pl.col("_avg_gain"), pl.col("_avg_loss")
     frame = frame.with_columns(
@@ -246,11 +272,11 @@ def compute_indicators(bars: pl.LazyFrame | pl.DataFrame) -> pl.DataFrame:
         (pl.col("sma_20") + BOLLINGER_WIDTH * pl.col("_bb_std")).alias("bb_upper_20"),
         (pl.col("sma_20") - BOLLINGER_WIDTH * pl.col("_bb_std")).alias("bb_lower_20"),
     )
-    frame = _with_per_symbol(
-        frame,
-        _seeded_ewm(pl.col("macd"), row, n=9, alpha=2 / 10, first=FIRST_VALID_ROW["macd"]).alias(
-            "macd_signal"
-        ),
+    frame = frame.with_columns(
+        _recursion_input(pl.col("macd"), n=9, first=FIRST_VALID_ROW["macd"]).alias("_macd_input")
+    )
+    frame = frame.with_columns(
+        _seeded_ewm(pl.col("_macd_input"), alpha=2 / 10).alias("macd_signal")
     )
     frame = frame.with_columns((pl.col("macd") - pl.col("macd_signal")).alias("macd_hist"))
     frame = frame.with_columns(rating_expression().alias("rating"))
@@ -304,6 +330,14 @@ def _bands_ordered(data: pa.PolarsData) -> pl.LazyFrame:
     return data.lazyframe.select(((lower <= mid) & (mid <= upper)).fill_null(True))
 
 
+def _one_row_per_symbol_and_date(data: pa.PolarsData) -> pl.LazyFrame:
+    # Same rule as pandera's `unique=["symbol", "date"]`, three times faster on 2.5M
+    # rows: an exact integer key (category id, day number) hashes cheaper than a struct.
+    symbol_id = pl.col("symbol").cast(pl.Categorical).to_physical().cast(pl.Int64)
+    key = symbol_id * (1 << 32) + pl.col("date").cast(pl.Int32).cast(pl.Int64)
+    return data.lazyframe.select(~key.is_duplicated())
+
+
 def _float_column(*checks: pa.Check) -> pa.Column:
     finite = pa.Check(_finite_or_null, name="finite", error="inf or NaN (want a number or null)")
     return pa.Column(pl.Float64, checks=[finite, *checks], nullable=True)
@@ -322,9 +356,13 @@ FeaturesSchema = pa.DataFrameSchema(
         "rating": _float_column(pa.Check.in_range(-1, 1)),
     },
     checks=[
-        pa.Check(_bands_ordered, name="bollinger_order", error="bb_lower <= bb_mid <= bb_upper")
+        pa.Check(_bands_ordered, name="bollinger_order", error="bb_lower <= bb_mid <= bb_upper"),
+        pa.Check(
+            _one_row_per_symbol_and_date,
+            name="unique_symbol_date",
+            error="(symbol, date) not unique: one row per symbol and date",
+        ),
     ],
-    unique=["symbol", "date"],
     name="L2 features",
     description="tv_technicals_1d rows: indicator ranges, finite floats, one row per symbol and date",
 )

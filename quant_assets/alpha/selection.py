@@ -1,0 +1,217 @@
+"""Selection policy: eligibility, a risk-adjusted momentum score, clustering, top k per cluster.
+
+Given the returns matrix up to the as-of date (only rows <= as-of are ever looked at):
+
+1. **Eligibility**: at least `min_history` finite returns in the last `lookback` rows;
+   data-quality score >= `min_quality`; not flagged with a level shift.
+2. **Score** (risk-adjusted momentum, skipping the last month):
+   momentum = prod(1 + r) - 1 over rows [t - lookback + 1, t - skip], then
+   score = momentum / (std(r over the lookback) * sqrt(periods_per_year)).
+3. **Clusters**: average-linkage hierarchical clustering of the eligible symbols on the
+   correlation distance d = sqrt((1 - rho) / 2) over the lookback (pairwise-complete
+   correlations), cut into at most `n_clusters` clusters.
+4. **Winners**: the best `per_cluster` by score in each cluster, then the best
+   `n_winners` of those; ties broken by symbol name, so the result is deterministic.
+5. **Relaxation**: while fewer than `n_winners` symbols are eligible, lower
+   `min_quality` by `relax_quality_step` and `min_history` by `relax_history_factor`,
+   up to `max_relaxations` times; every step is recorded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy.cluster.hierarchy import fcluster, linkage
+from scipy.spatial.distance import squareform
+
+
+@dataclass(frozen=True)
+class SelectionParams:
+    lookback: int = 252
+    skip: int = 21
+    min_history: int = 200
+    min_quality: float = 0.8
+    n_clusters: int = 8
+    per_cluster: int = 2
+    n_winners: int = 12
+    max_relaxations: int = 3
+    relax_quality_step: float = 0.1
+    relax_history_factor: float = 0.75
+    periods_per_year: int = 252
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.skip < self.lookback:
+            raise ValueError(
+                f"skip ({self.skip}) must be >= 0 and below lookback ({self.lookback})"
+            )
+        if not 2 <= self.min_history <= self.lookback:
+            raise ValueError(
+                f"min_history ({self.min_history}) must be in [2, lookback={self.lookback}]"
+            )
+        if self.n_winners < 1 or self.per_cluster < 1 or self.n_clusters < 1:
+            raise ValueError("n_winners, per_cluster and n_clusters must be >= 1")
+        if not 0.0 <= self.min_quality <= 1.0:
+            raise ValueError(f"min_quality ({self.min_quality}) must be in [0, 1]")
+
+
+@dataclass
+class Selection:
+    winners: list[dict[str, Any]]
+    params: dict[str, Any]
+    eligible: int
+    candidates: int
+    relaxations: list[dict[str, Any]] = field(default_factory=list)
+    excluded: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def symbols(self) -> list[str]:
+        return [w["symbol"] for w in self.winners]
+
+    def document(self, as_of: str) -> dict[str, Any]:
+        """selection.json: content plus `hash`, the sha256 of the canonical content."""
+        body = {
+            "as_of": as_of,
+            "parameters": self.params,
+            "candidates": self.candidates,
+            "eligible": self.eligible,
+            "relaxations": self.relaxations,
+            "excluded": self.excluded,
+            "winners": self.winners,
+        }
+        canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False)
+        return {**body, "hash": hashlib.sha256(canonical.encode()).hexdigest()}
+
+
+def _round(x: float) -> float:
+    # Scores are stored rounded so that a last-bit difference between BLAS builds does not
+    # change the selection hash.
+    return float(f"{x:.10g}")
+
+
+def scores(
+    window: np.ndarray, skip: int, periods_per_year: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(momentum, annualised volatility, score) per column of a (L, N) return window."""
+    momentum_rows = window[: window.shape[0] - skip] if skip else window
+    growth = np.where(np.isfinite(momentum_rows), 1.0 + momentum_rows, 1.0)
+    momentum = np.prod(growth, axis=0) - 1.0
+    volatility = np.nanstd(window, axis=0, ddof=1) * math.sqrt(periods_per_year)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        score = np.where(volatility > 0, momentum / volatility, np.nan)
+    return momentum, volatility, score
+
+
+def correlation_clusters(window: np.ndarray, n_clusters: int) -> np.ndarray:
+    """Cluster labels 1..k of the columns of a (L, N) window (pairwise-complete correlation)."""
+    n = window.shape[1]
+    if n == 1:
+        return np.ones(1, dtype=int)
+    mask = np.isfinite(window)
+    filled = np.where(mask, window, 0.0)
+    counts = mask.T.astype(float) @ mask.astype(float)
+    sums = filled.T @ mask.astype(float)  # sums[i, j] = sum of x_i where both present
+    squares = (filled**2).T @ mask.astype(float)
+    products = filled.T @ filled
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean_i = sums / counts
+        mean_j = sums.T / counts
+        cov = products / counts - mean_i * mean_j
+        var_i = squares / counts - mean_i**2
+        var_j = squares.T / counts - mean_j**2
+        corr = cov / np.sqrt(var_i * var_j)
+    corr = np.where(np.isfinite(corr), corr, 0.0)
+    corr = np.clip((corr + corr.T) / 2.0, -1.0, 1.0)
+    np.fill_diagonal(corr, 1.0)
+    distance = np.sqrt(np.clip((1.0 - corr) / 2.0, 0.0, None))
+    np.fill_diagonal(distance, 0.0)
+    tree = linkage(squareform(distance, checks=False), method="average")
+    return fcluster(tree, t=min(n_clusters, n), criterion="maxclust")
+
+
+def select_winners(
+    returns: np.ndarray,
+    symbols: list[str],
+    params: SelectionParams,
+    *,
+    quality: dict[str, float] | None = None,
+    flagged: set[str] | None = None,
+) -> Selection:
+    """Apply the policy of the module docstring to (T, N) returns ending at the as-of row."""
+    quality = quality or {}
+    flagged = flagged or set()
+    window = returns[-params.lookback :] if returns.shape[0] >= params.lookback else returns
+    history = np.isfinite(window).sum(axis=0)
+    momentum, volatility, score = scores(window, params.skip, params.periods_per_year)
+    excluded: dict[str, str] = {}
+    relaxations: list[dict[str, Any]] = []
+    min_quality, min_history = params.min_quality, params.min_history
+    for step in range(params.max_relaxations + 1):
+        eligible = []
+        excluded = {}
+        for j, symbol in enumerate(symbols):
+            if symbol in flagged:
+                excluded[symbol] = "level shift flagged in the catalog"
+            elif quality.get(symbol, 1.0) < min_quality:
+                excluded[symbol] = (
+                    f"data quality {quality.get(symbol, 1.0):.3f} < {min_quality:.3f}"
+                )
+            elif history[j] < min_history:
+                excluded[symbol] = f"{int(history[j])} returns in the lookback < {min_history}"
+            elif not np.isfinite(score[j]):
+                excluded[symbol] = "score undefined (no volatility)"
+            else:
+                eligible.append(j)
+        if len(eligible) >= params.n_winners or step == params.max_relaxations:
+            break
+        min_quality = max(0.0, round(min_quality - params.relax_quality_step, 10))
+        min_history = max(2, int(min_history * params.relax_history_factor))
+        relaxations.append(
+            {
+                "step": step + 1,
+                "eligible_before": len(eligible),
+                "min_quality": min_quality,
+                "min_history": min_history,
+            }
+        )
+    winners: list[dict[str, Any]] = []
+    if eligible:
+        labels = correlation_clusters(window[:, eligible], params.n_clusters)
+        by_cluster: dict[int, list[int]] = {}
+        for label, j in zip(labels, eligible, strict=True):
+            by_cluster.setdefault(int(label), []).append(j)
+        # Relabel clusters deterministically: by their best member's name.
+        shortlisted = []
+        for members in by_cluster.values():
+            members.sort(key=lambda j: (-score[j], symbols[j]))
+            shortlisted.extend(members[: params.per_cluster])
+        shortlisted.sort(key=lambda j: (-score[j], symbols[j]))
+        names = {
+            int(label): min(symbols[j] for j in members) for label, members in by_cluster.items()
+        }
+        order = {name: i + 1 for i, name in enumerate(sorted(names.values()))}
+        cluster_of = {
+            j: order[names[int(label)]] for label, j in zip(labels, eligible, strict=True)
+        }
+        for j in sorted(shortlisted[: params.n_winners], key=lambda j: symbols[j]):
+            winners.append(
+                {
+                    "symbol": symbols[j],
+                    "score": _round(float(score[j])),
+                    "momentum": _round(float(momentum[j])),
+                    "volatility": _round(float(volatility[j])),
+                    "cluster": int(cluster_of[j]),
+                }
+            )
+    return Selection(
+        winners=winners,
+        params=asdict(params),
+        eligible=len(eligible),
+        candidates=len(symbols),
+        relaxations=relaxations,
+        excluded=dict(sorted(excluded.items())),
+    )

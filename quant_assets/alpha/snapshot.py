@@ -1,0 +1,136 @@
+"""The run snapshot: what an alpha run reads from the lakehouse, copied and fingerprinted.
+
+`plan_snapshot` decides, from the day's candidates and the catalog, which files the run
+needs; it fails fast listing every candidate that is missing or stale before anything is
+computed. `read_snapshot_files` reads each file once into memory, so the hash in the
+manifest is the hash of the bytes copied, even while the data cycle replaces a file.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from quant_resources.errors import QuantError
+from quant_resources.io_managers import LakehouseView
+from quant_resources.symbols import ohlcv_filename
+
+
+class SnapshotError(QuantError):
+    """Candidates the alpha run cannot use; the message lists every one."""
+
+
+@dataclass
+class SnapshotPlan:
+    as_of: dt.date
+    files: dict[str, Path] = field(default_factory=dict)  # catalog key -> lakehouse file
+    entries: dict[str, dict[str, Any]] = field(default_factory=dict)
+    excluded: dict[str, str] = field(default_factory=dict)
+
+
+def plan_snapshot(view: LakehouseView, as_of: dt.date, stale_tolerance_days: int) -> SnapshotPlan:
+    candidates = view.candidates()["candidates"]
+    catalog = view.catalog()
+    plan = SnapshotPlan(as_of)
+    missing, stale = [], []
+    oldest_ok = as_of - dt.timedelta(days=stale_tolerance_days)
+    for record in candidates:
+        key = f"{record['exchange']}_{record['symbol']}"
+        entry = catalog["symbols"].get(key)
+        path = view.ohlcv_path(record["exchange"], record["symbol"])
+        if entry is None or not path.exists():
+            reason = catalog.get("errors", {}).get(key, {}).get("reason", "not in the lakehouse")
+            missing.append(f"{key} ({path.name}: {reason[:160]})")
+            continue
+        end = dt.date.fromisoformat(entry["end_date"]) if entry.get("end_date") else None
+        if end is None or end < oldest_ok:
+            stale.append(
+                f"{key} (ends {entry.get('end_date')}, needs {oldest_ok.isoformat()} or later)"
+            )
+            continue
+        if entry.get("level_shifts"):
+            plan.excluded[key] = f"level shift flagged on {', '.join(entry['level_shifts'])}"
+            continue
+        plan.files[key] = path
+        plan.entries[key] = entry
+    if missing or stale:
+        lines = [f"missing: {m}" for m in missing] + [f"stale: {s}" for s in stale]
+        raise SnapshotError(
+            f"snapshot for {as_of.isoformat()}: {len(missing)} missing and {len(stale)} stale candidate(s) "
+            f"(stale tolerance {stale_tolerance_days} days); run the data cycle for "
+            f"{as_of.isoformat()} or repair them:\n  " + "\n  ".join(lines)
+        )
+    if not plan.files:
+        raise SnapshotError(f"snapshot for {as_of.isoformat()}: no usable candidate")
+    return plan
+
+
+def read_snapshot_files(plan: SnapshotPlan) -> tuple[dict[str, bytes], dict[str, dict[str, Any]]]:
+    """Bytes per snapshot file name and, per file, its sha256, rows and date range."""
+    contents: dict[str, bytes] = {}
+    described: dict[str, dict[str, Any]] = {}
+    for key, path in sorted(plan.files.items()):
+        data = path.read_bytes()
+        frame = pl.read_parquet(io.BytesIO(data), columns=["timestamp"])
+        name = path.name
+        contents[name] = data
+        described[name] = {
+            "symbol": key,
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "rows": frame.height,
+            "data_quality_score": plan.entries[key].get("data_quality_score"),
+            "asset_class": plan.entries[key].get("asset_class"),
+        }
+    return contents, described
+
+
+def fingerprint(described: dict[str, dict[str, Any]]) -> str:
+    """One hash of the snapshot content: sha256 over the sorted (name, file hash) pairs."""
+    digest = hashlib.sha256()
+    for name in sorted(described):
+        digest.update(f"{name}:{described[name]['sha256']}\n".encode())
+    return digest.hexdigest()
+
+
+def git_revision(start: Path) -> str | None:
+    """HEAD's commit read from the .git folder (no git command: loaders never call git)."""
+    for folder in [start, *start.parents]:
+        git = folder / ".git"
+        if git.is_dir():
+            head = (git / "HEAD").read_text().strip()
+            if not head.startswith("ref: "):
+                return head
+            ref = head[5:]
+            ref_file = git / ref
+            if ref_file.exists():
+                return ref_file.read_text().strip()
+            packed = git / "packed-refs"
+            if packed.exists():
+                for line in packed.read_text().splitlines():
+                    if line.endswith(" " + ref):
+                        return line.split()[0]
+            return None
+    return None
+
+
+def dvc_lakehouse_md5(view: LakehouseView) -> str | None:
+    """The lakehouse version DVC recorded in data/lakehouse.dvc, when the project uses DVC."""
+    import yaml
+
+    if not view.dvc_pointer.exists():
+        return None
+    try:
+        pointer = yaml.safe_load(view.dvc_pointer.read_text())
+        return pointer["outs"][0]["md5"]
+    except (KeyError, IndexError, TypeError, yaml.YAMLError):
+        return None
+
+
+def snapshot_file_name(exchange: str, symbol: str) -> str:
+    return ohlcv_filename(exchange, symbol)

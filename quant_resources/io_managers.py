@@ -1,0 +1,171 @@
+"""IO managers of the alpha side: the read-only boundary and the run folders.
+
+- `ReadOnlyLakehouseIOManager` hands alpha assets a `LakehouseView` of the lakehouse
+  (catalog, files, candidates of the partition day) and refuses every store with a
+  `PermissionError` naming the asset and the path.
+- `RunArtifactIOManager` stores alpha outputs in `data/runs/{run_id}/` (one file per
+  asset, named by the asset's `artifact` metadata) and never overwrites a file that
+  belongs to another run.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import polars as pl
+
+from quant_resources.atomic import (
+    atomic_copy,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_parquet,
+    read_json,
+)
+from quant_resources.errors import QuantError
+from quant_resources.symbols import ohlcv_filename, safe_child, validate_name
+
+OWNER_FILE = ".run_id"
+
+
+@dataclass(frozen=True)
+class LakehouseView:
+    """Read-only access to the lakehouse as the data cycle left it, for one partition day."""
+
+    data_dir: Path
+    day: dt.date | None
+
+    @property
+    def root(self) -> Path:
+        return self.data_dir / "lakehouse"
+
+    def catalog(self) -> dict[str, Any]:
+        catalog = read_json(self.root / "catalog.json", default=None)
+        if catalog is None:
+            raise QuantError(
+                f"the lakehouse at {self.root} has no catalog.json: run the data cycle first "
+                "(quant data, or quant backfill)"
+            )
+        return catalog
+
+    def candidates(self) -> dict[str, Any]:
+        if self.day is None:
+            raise QuantError("candidates need a partition day")
+        path = self.data_dir / "export" / self.day.isoformat() / "candidates.json"
+        document = read_json(path, default=None)
+        if document is None:
+            raise QuantError(
+                f"no candidates for {self.day.isoformat()}: {path} is missing; run the data cycle "
+                f"for that day first (quant data --date {self.day.isoformat()})"
+            )
+        return document
+
+    def ohlcv_path(self, exchange: str, symbol: str) -> Path:
+        return safe_child(self.root / "ohlcv", ohlcv_filename(exchange, symbol))
+
+    @property
+    def features_table(self) -> Path:
+        return self.root / "features" / "tv_technicals_1d"
+
+    @property
+    def dvc_pointer(self) -> Path:
+        return self.data_dir / "lakehouse.dvc"
+
+
+class ReadOnlyLakehouseIOManager(dg.ConfigurableIOManager):
+    """Loads lakehouse assets as a read-only `LakehouseView`; storing raises PermissionError."""
+
+    data_dir: str
+
+    def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
+        key = context.asset_key.to_user_string() if context.has_asset_key else context.name
+        raise PermissionError(
+            f"asset {key} may not write the lakehouse at {Path(self.data_dir) / 'lakehouse'}: "
+            "the alpha cycle reads it read-only; write run artifacts through RunArtifactIOManager"
+        )
+
+    def load_input(self, context: dg.InputContext) -> LakehouseView:
+        day = None
+        if context.has_asset_partitions:
+            window = context.asset_partitions_time_window
+            day = (window.end - dt.timedelta(days=1)).date()
+        return LakehouseView(Path(self.data_dir), day)
+
+
+@dataclass
+class Artifact:
+    """An alpha output: the main payload plus extra files for the same run folder.
+
+    payload: a polars DataFrame (written as Parquet) or a JSON-ready dict.
+    files: name -> bytes or a source Path (copied), written before the main file.
+    run_dir: set when loaded, the run folder it came from.
+    """
+
+    payload: Any
+    files: dict[str, bytes | Path] = field(default_factory=dict)
+    run_dir: Path | None = None
+
+
+class RunArtifactIOManager(dg.ConfigurableIOManager):
+    """Stores each alpha output in `{runs_dir}/{run_id}/{artifact}`; never overwrites another run's files."""
+
+    runs_dir: str
+
+    def run_dir(self, run_id: str) -> Path:
+        return safe_child(Path(self.runs_dir), validate_name(run_id, "run id"))
+
+    def _claim(self, run_dir: Path, run_id: str) -> None:
+        owner = run_dir / OWNER_FILE
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if owner.exists():
+            found = owner.read_text().strip()
+            if found != run_id:
+                raise PermissionError(f"{run_dir} belongs to run {found}, not {run_id}: refusing to write into it")
+        else:
+            atomic_write_bytes(owner, run_id.encode())
+
+    def _filename(self, context: dg.OutputContext | dg.InputContext) -> str:
+        metadata = context.definition_metadata or {}
+        name = metadata.get("artifact")
+        name = getattr(name, "value", name)
+        if not name:
+            raise QuantError(f"asset {context.asset_key.to_user_string()} has no `artifact` metadata (its file name)")
+        return str(name)
+
+    def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
+        run_id = context.run_id
+        run_dir = self.run_dir(run_id)
+        self._claim(run_dir, run_id)  # from here on every file in run_dir is this run's
+        artifact = obj if isinstance(obj, Artifact) else Artifact(obj)
+        for name, content in artifact.files.items():
+            target = run_dir
+            for part in Path(name).parts:
+                target = safe_child(target, validate_name(part, "artifact file"))
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if isinstance(content, Path):
+                atomic_copy(content, target)
+            else:
+                atomic_write_bytes(target, content)
+        name = self._filename(context)
+        path = safe_child(run_dir, name)
+        if isinstance(artifact.payload, pl.DataFrame):
+            atomic_write_parquet(path, artifact.payload)
+        else:
+            atomic_write_json(path, artifact.payload)
+        context.add_output_metadata({"path": dg.MetadataValue.path(str(path))})
+
+    def load_input(self, context: dg.InputContext) -> Any:
+        upstream = context.upstream_output
+        run_dir = self.run_dir(upstream.run_id)
+        name = self._filename(upstream)
+        path = run_dir / name
+        if not path.exists():
+            raise QuantError(f"{path} is missing: materialise {upstream.asset_key.to_user_string()} first")
+        if name.endswith(".parquet"):
+            return Artifact(pl.read_parquet(path), run_dir=run_dir)
+        return Artifact(json.loads(path.read_text(encoding="utf-8")), run_dir=run_dir)
+
