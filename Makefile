@@ -16,6 +16,7 @@ export DO_NOT_TRACK := true
 export DVC_NO_ANALYTICS := 1
 export DAGSTER_HOME ?= $(CURDIR)/.dagster
 export MPLBACKEND := Agg
+export DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS := 1
 
 .PHONY: setup flow-production flow-data backfill data-repair data-audit ui test lint bench dvc-tool clean-data
 

@@ -115,7 +115,8 @@ def phase_daily(workdir: Path, day: dt.date) -> dict:
     t1 = time.perf_counter()
     result = update_features(table, bars, day, day)
     t2 = time.perf_counter()
-    rows_in_table = read_features(table).height
+    peak = peak_rss_mib()  # before the check below reads the whole table back
+    rows_in_table = read_features(table, start=day, end=day).height
     return {
         "phase": "daily",
         "bars_loaded": bars.height,
@@ -123,8 +124,8 @@ def phase_daily(workdir: Path, day: dt.date) -> dict:
         "load_bars_s": round(t1 - t0, 3),
         "update_s": round(t2 - t1, 3),
         "version": result.version,
-        "rows_in_table": rows_in_table,
-        "peak_rss_mib": round(peak_rss_mib(), 1),
+        "rows_on_day_in_table": rows_in_table,
+        "peak_rss_mib": round(peak, 1),
     }
 
 

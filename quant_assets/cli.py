@@ -89,6 +89,41 @@ def cmd_production(args: argparse.Namespace) -> int:
         else:
             print(f"catching up {start}..{end} as one run", flush=True)
             _print_data_summary(runner.run_backfill(settings, start, end))
+    summary = runner.run_alpha(settings, day, objective=args.objective)
+    _print_alpha_summary(summary, runner.alpha_report(settings, summary.run_id))
+    return 0
+
+
+def _print_alpha_summary(summary, report) -> None:
+    print(f"alpha cycle {summary.window}: run {summary.run_id} in {summary.seconds:.1f}s")
+    print(f"  winners ({len(report['winners'])}, selection hash {report['selection_hash'][:12]}):")
+    for w in report["winners"]:
+        weight = report["weights"].get(w["symbol"], 0.0)
+        print(f"    {w['symbol']:<18} weight {weight:7.2%}  score {w['score']:7.3f}  cluster {w['cluster']}")
+    m, b = report["metrics"], report["benchmark_metrics"]
+
+    def fmt(x, pct=False):
+        return "n/a" if x is None else (f"{x:.2%}" if pct else f"{x:.2f}")
+
+    print(
+        f"  backtest: Sharpe {fmt(m.get('sharpe'))} (equal weight {fmt(b.get('sharpe'))}), "
+        f"max drawdown {fmt(m.get('max_drawdown'), True)}, annual return {fmt(m.get('annual_return'), True)}, "
+        f"volatility {fmt(m.get('annual_volatility'), True)}"
+    )
+    failed = [k for k, ok in summary.checks.items() if not ok]
+    print(f"  checks: {len(summary.checks) - len(failed)} passed, {len(failed)} failed" + (f" ({', '.join(failed)})" if failed else ""))
+    print(f"  run folder: {report['run_dir']}")
+
+
+def cmd_alpha(args: argparse.Namespace) -> int:
+    from quant_assets import runner
+    from quant_assets.partitions import latest_complete_day
+    from quant_resources.settings import get_settings
+
+    settings = get_settings()
+    day = runner.parse_day(args.date) if args.date else latest_complete_day()
+    summary = runner.run_alpha(settings, day, objective=args.objective)
+    _print_alpha_summary(summary, runner.alpha_report(settings, summary.run_id))
     return 0
 
 
@@ -145,9 +180,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--end", required=True)
     p.set_defaults(func=cmd_backfill)
 
+    objectives = ["min_variance", "max_sharpe", "risk_parity", "hrp", "equal_weight"]
     p = sub.add_parser("production", help="catch the lakehouse up to the newest complete day, then the alpha cycle")
     p.add_argument("--date", help="run as of this day instead of the newest complete day")
+    p.add_argument("--objective", choices=objectives)
     p.set_defaults(func=cmd_production)
+
+    p = sub.add_parser("alpha", help="run the alpha cycle for one day on the lakehouse as it is (no network)")
+    p.add_argument("--date", help="as-of day, YYYY-MM-DD (default: the newest complete day)")
+    p.add_argument("--objective", choices=objectives, help="portfolio objective (default min_variance)")
+    p.set_defaults(func=cmd_alpha)
 
     p = sub.add_parser("repair", help="re-fetch the windows of recorded gaps")
     p.set_defaults(func=cmd_repair)

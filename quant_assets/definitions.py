@@ -10,8 +10,10 @@ from __future__ import annotations
 import dagster as dg
 
 from quant_assets.alpha.assets import build_alpha_assets
+from quant_assets.automation import build_alpha_sensor, build_schedules
 from quant_assets.data.assets import build_data_assets
 from quant_assets.data.maintenance_assets import build_maintenance_assets
+from quant_assets.features.assets import build_feature_assets
 from quant_assets.partitions import daily_partitions
 from quant_resources.io_managers import ReadOnlyLakehouseIOManager, RunArtifactIOManager
 from quant_resources.lakehouse import Lakehouse
@@ -38,26 +40,29 @@ def build_resources(settings: Settings) -> dict[str, object]:
 def build_definitions(settings: Settings) -> dg.Definitions:
     partitions_def = daily_partitions(settings)
     data_assets = build_data_assets(settings, partitions_def)
+    ohlcv = next(a for a in data_assets if isinstance(a, dg.AssetsDefinition) and a.key == dg.AssetKey("ohlcv"))
+    data_assets = data_assets + build_feature_assets(settings, partitions_def, ohlcv)
     maintenance = build_maintenance_assets(settings)
     alpha_assets = build_alpha_assets(settings, partitions_def)
-    jobs = [
-        dg.define_asset_job(
-            DATA_JOB,
-            selection=dg.AssetSelection.groups("data"),
-            description="The data cycle for a day or a range: candidates, then ohlcv, with their checks.",
-        ),
-        dg.define_asset_job(
-            ALPHA_JOB,
-            selection=dg.AssetSelection.groups("alpha"),
-            description="The alpha cycle for a day: snapshot, returns, selection, weights, backtest.",
-        ),
-        dg.define_asset_job(REPAIR_JOB, selection=["gap_repair"], description="Targeted re-fetch of gaps."),
-        dg.define_asset_job(AUDIT_JOB, selection=["data_audit"], description="Re-validate the whole lakehouse."),
-    ]
+    data_job = dg.define_asset_job(
+        DATA_JOB,
+        selection=dg.AssetSelection.groups("data"),
+        description="The data cycle for a day or a range: candidates, ohlcv, features, with their checks.",
+    )
+    alpha_job = dg.define_asset_job(
+        ALPHA_JOB,
+        selection=dg.AssetSelection.groups("alpha"),
+        description="The alpha cycle for a day: snapshot, returns, selection, weights, backtest.",
+    )
+    repair_job = dg.define_asset_job(REPAIR_JOB, selection=["gap_repair"], description="Targeted re-fetch of gaps.")
+    audit_job = dg.define_asset_job(AUDIT_JOB, selection=["data_audit"], description="Re-validate the whole lakehouse.")
+    jobs = [data_job, alpha_job, repair_job, audit_job]
     return dg.Definitions(
         assets=[a for a in data_assets + maintenance + alpha_assets if not isinstance(a, dg.AssetChecksDefinition)],
         asset_checks=[a for a in data_assets if isinstance(a, dg.AssetChecksDefinition)],
         jobs=jobs,
+        schedules=build_schedules(data_job, repair_job, audit_job),
+        sensors=[build_alpha_sensor(alpha_job, partitions_def)],
         resources=build_resources(settings),
     )
 

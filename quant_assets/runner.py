@@ -14,7 +14,7 @@ from typing import Any
 
 import dagster as dg
 
-from quant_assets.definitions import AUDIT_JOB, DATA_JOB, REPAIR_JOB, build_definitions
+from quant_assets.definitions import ALPHA_JOB, AUDIT_JOB, DATA_JOB, REPAIR_JOB, build_definitions
 from quant_assets.partitions import latest_complete_day
 from quant_resources.errors import ConfigError, QuantError
 from quant_resources.lakehouse import Lakehouse
@@ -164,3 +164,43 @@ def data_catch_up_plan(settings: Settings, day: dt.date) -> list[tuple[dt.date, 
     if last_day + dt.timedelta(days=1) < day:
         plan.append((last_day + dt.timedelta(days=1), day - dt.timedelta(days=1)))
     return plan + [(day, day)]
+
+
+def alpha_run_config(
+    objective: str | None = None, overrides: dict[str, dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """Run config of the alpha job: `objective` sets portfolio_weights' objective."""
+    ops: dict[str, Any] = {}
+    for asset, config in (overrides or {}).items():
+        ops.setdefault(asset, {"config": {}})["config"].update(config)
+    if objective:
+        ops.setdefault("portfolio_weights", {"config": {}})["config"]["objective"] = objective
+    return {"ops": ops} if ops else {}
+
+
+def run_alpha(
+    settings: Settings, day: dt.date, objective: str | None = None, overrides: dict | None = None, **kwargs: Any
+) -> RunSummary:
+    check_day(day, settings)
+    return execute(settings, ALPHA_JOB, start=day, run_config=alpha_run_config(objective, overrides), **kwargs)
+
+
+def alpha_report(settings: Settings, run_id: str) -> dict[str, Any]:
+    """What a user wants to see of an alpha run: winners, weights, backtest, the folder."""
+    import json
+
+    import polars as pl
+
+    run_dir = settings.runs_dir / run_id
+    selection = json.loads((run_dir / "selection.json").read_text())
+    weights = pl.read_parquet(run_dir / "weights.parquet")
+    backtest = json.loads((run_dir / "backtest.json").read_text())
+    return {
+        "run_dir": str(run_dir),
+        "as_of": selection["as_of"],
+        "winners": selection["winners"],
+        "selection_hash": selection["hash"],
+        "weights": dict(weights.iter_rows()),
+        "metrics": backtest["metrics"],
+        "benchmark_metrics": backtest["benchmark_metrics"],
+    }

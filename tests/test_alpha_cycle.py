@@ -10,8 +10,8 @@ import socket
 import dagster as dg
 import polars as pl
 import pytest
-
 from helpers import file_hashes, run_data_job
+
 from quant_assets.alpha.returns import build_returns_matrix
 from quant_assets.definitions import ALPHA_JOB, build_definitions
 from quant_resources.schema import date_to_ts
@@ -50,6 +50,7 @@ def test_alpha_cycle_writes_the_run_folder(lakehouse):
         assert (run_dir / name).exists(), name
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["as_of"] == AS_OF.isoformat() and manifest["run_id"] == result.run_id
+    assert isinstance(manifest["feature_store_version"], int)  # the Delta version the run saw
     for name, described in manifest["files"].items():
         assert hashlib.sha256((run_dir / "data" / name).read_bytes()).hexdigest() == described["sha256"]
         assert pl.read_parquet(run_dir / "data" / name).height == described["rows"]

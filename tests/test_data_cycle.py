@@ -207,3 +207,23 @@ def test_a_bad_symbol_never_blocks_the_rest(tmp_path):
     assert catalog["symbols"][broken.key]["end_date"] <= "2024-01-31"  # old data kept, not lost
     checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
     assert checks["ohlcv_freshness"] is False and checks["ohlcv_schema"] is True
+
+
+def test_feature_store_follows_the_data_cycle_and_reruns_replace_rows(settings):
+    from quant_assets.features.store import current_version, read_features
+
+    table = settings.features_dir / "tv_technicals_1d"
+    assert run_data_job(settings, dt.date(2024, 1, 1), dt.date(2024, 3, 31)).success
+    rows = read_features(table)
+    assert rows.height > 0 and rows["date"].max() == dt.date(2024, 3, 31)
+    catalog = Lakehouse(data_dir=str(settings.data_dir)).read_catalog()["symbols"]
+    assert set(rows["symbol"].unique()) == set(catalog)
+    version = current_version(table)
+    day = run_data_job(settings, dt.date(2024, 3, 31))
+    assert day.success
+    assert current_version(table) == version + 1  # one commit per run
+    again = read_features(table)
+    assert again.height == rows.height  # the day was replaced, not appended
+    assert read_features(table, version=version).height == rows.height  # time travel
+    checks = {e.check_name: e.passed for e in day.get_asset_check_evaluations()}
+    assert checks["features_l2"] is True

@@ -141,7 +141,7 @@ def complete_history(
         detail = ", ".join(f"{symbols[j]} ({counts[j]})" for j in short[:20])
         more = f" and {short.size - 20} more" if short.size > 20 else ""
         raise InsufficientHistoryError(
-            f"{short.size} symbols have fewer than min_observations={min_observations} "
+            f"{short.size} symbol(s) have fewer than min_observations={min_observations} "
             f"returns: {detail}{more}; drop them from the selection or lower min_observations"
         )
     complete = np.isfinite(matrix).all(axis=1)
@@ -432,7 +432,7 @@ def _solve_on_subset(
         return None
 
 
-def _polish_min_variance(
+def _active_set_min_variance(
     covariance: CovarianceEstimate,
     active_set: _ActiveSet,
     lower: np.ndarray,
@@ -463,10 +463,19 @@ def _polish_min_variance(
     for _ in range(max_rounds):
         fixed = at_lower | at_upper | at_previous
         free = np.flatnonzero(~fixed)
-        if free.size == 0:
-            return None
         w = np.where(at_lower, lower, np.where(at_upper, upper, 0.0))
         w = np.where(at_previous, previous, w)
+        if free.size == 0:
+            # Every name pinned (typically all on their previous weight under a heavy
+            # penalty): optimal iff the budget holds and the multiplier ranges intersect.
+            if abs(w.sum() - 1.0) > 1e-12:
+                return None
+            gradient = 2.0 * covariance.times(w)
+            nu_low, nu_high = _multiplier_ranges(
+                gradient, w, previous, penalty, at_lower, at_upper, at_previous
+            )
+            slack = 1e-11 * max(float(np.max(np.abs(gradient))), 1e-300)
+            return w if np.max(nu_low) <= np.min(nu_high) + slack else None
         linear = covariance.times(w)[free] + 0.5 * penalty * sign[free]
         solved = _solve_on_subset(covariance, free, np.column_stack([np.ones(free.size), linear]))
         if solved is None:
@@ -556,7 +565,7 @@ class MinVarianceProblem:
     check `min_variance_kkt_residual`.
 
     Active set first (no turnover penalty): before calling a solver, block principal
-    pivoting (`_polish_min_variance`) starts from the names that sat on a bound in the
+    pivoting (`_active_set_min_variance`) starts from the names that sat on a bound in the
     previous answer (warm start; month to month this converges in 2-4 linear solves) or,
     on a first solve, from every name free (cold start, ~5-15 solves). Its answer is kept
     only if it passes the same KKT check (relative residual <= 1e-9); otherwise, or when the
@@ -675,7 +684,7 @@ class MinVarianceProblem:
             self.info = SolveInfo(solver="closed form", kkt_residual=0.0, polished=True)
             return weights
 
-        warm = self._warm_solution(scaled, mask, lower, upper)
+        warm = self._active_set_solution(scaled, mask, lower, upper)
         if warm is not None:
             return warm
 
@@ -687,7 +696,7 @@ class MinVarianceProblem:
                 for key, c in constraints.items()
             }
             guess = _guess_active_set(w, lower, upper, prev_active, penalty, duals)
-            polished = _polish_min_variance(scaled, guess, lower, upper, prev_active, penalty)
+            polished = _active_set_min_variance(scaled, guess, lower, upper, prev_active, penalty)
             if polished is not None:
                 polished = finalize_weights(polished, self.max_weight, self.min_weight)
                 residual = min_variance_kkt_residual(
@@ -716,7 +725,7 @@ class MinVarianceProblem:
         self._last_weights = weights
         return weights
 
-    def _warm_solution(
+    def _active_set_solution(
         self, scaled: CovarianceEstimate, mask: np.ndarray, lower: np.ndarray, upper: np.ndarray
     ) -> np.ndarray | None:
         if not self.active_set_first or self.turnover_penalty > 0.0:
@@ -734,7 +743,7 @@ class MinVarianceProblem:
             at_lower = last <= lower + ACTIVE_SET_TOL
             at_upper = (last >= upper - ACTIVE_SET_TOL) & ~at_lower
         guess = _ActiveSet(at_lower, at_upper, np.zeros(m, dtype=bool), np.zeros(m))
-        polished = _polish_min_variance(scaled, guess, lower, upper, np.zeros(m), 0.0)
+        polished = _active_set_min_variance(scaled, guess, lower, upper, np.zeros(m), 0.0)
         if polished is None:
             return None
         polished = finalize_weights(polished, self.max_weight, self.min_weight)

@@ -1,0 +1,117 @@
+"""Schedules and the data-to-alpha sensor.
+
+- `data_cycle_daily`: at 01:00 UTC, the data cycle for the previous day's partition.
+- `gap_repair_weekly` (Sunday 03:00 UTC) and `data_audit_weekly` (Sunday 04:00 UTC).
+- `alpha_after_data`: when the data cycle's assets for day D are all materialised and the
+  blocking checks of the run that made them passed, request the alpha job for D once
+  (run key and cursor); when a blocking check failed, skip with the reason, shown in the UI.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import dagster as dg
+
+DATA_ASSETS = ("candidates", "ohlcv", "tv_technicals_1d")
+BLOCKING_CHECKS = ("ohlcv_schema", "ohlcv_toxic_free", "features_l2")
+LOOKBACK_DAYS = 5  # days the sensor looks back from the newest partition
+CURSOR_KEEP = 60
+RANGE_START = "dagster/asset_partition_range_start"
+RANGE_END = "dagster/asset_partition_range_end"
+
+
+def build_schedules(data_job, repair_job, audit_job) -> list[dg.ScheduleDefinition]:
+    return [
+        dg.build_schedule_from_partitioned_job(
+            data_job,
+            name="data_cycle_daily",
+            hour_of_day=1,
+            minute_of_hour=0,
+            description="The data cycle at 01:00 UTC for the previous day (the newest complete day).",
+            default_status=dg.DefaultScheduleStatus.RUNNING,
+        ),
+        dg.ScheduleDefinition(
+            name="gap_repair_weekly",
+            job=repair_job,
+            cron_schedule="0 3 * * 0",
+            execution_timezone="UTC",
+            description="Re-fetch the windows of recorded gaps, Sundays 03:00 UTC.",
+            default_status=dg.DefaultScheduleStatus.RUNNING,
+        ),
+        dg.ScheduleDefinition(
+            name="data_audit_weekly",
+            job=audit_job,
+            cron_schedule="0 4 * * 0",
+            execution_timezone="UTC",
+            description="Re-validate the whole lakehouse, Sundays 04:00 UTC.",
+            default_status=dg.DefaultScheduleStatus.RUNNING,
+        ),
+    ]
+
+
+def _covers(run: dg.DagsterRun, day: str) -> bool:
+    tags = run.tags
+    if tags.get("dagster/partition") == day:
+        return True
+    start, end = tags.get(RANGE_START), tags.get(RANGE_END)
+    return bool(start and end and start <= day <= end)
+
+
+def data_readiness(instance: dg.DagsterInstance, day: str, data_job: str = "data_cycle") -> tuple[str, str]:
+    """("ready" | "pending" | "blocked", why) for the alpha cycle of `day`."""
+    missing = [key for key in DATA_ASSETS if day not in instance.get_materialized_partitions(dg.AssetKey(key))]
+    if missing:
+        return "pending", f"{day}: not yet materialised: {', '.join(missing)}"
+    runs = instance.get_runs(
+        filters=dg.RunsFilter(job_name=data_job, statuses=[dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE]),
+        limit=200,
+    )
+    run = next((r for r in runs if _covers(r, day)), None)
+    if run is None:
+        return "ready", f"{day}: materialised (no data-cycle run found to read checks from)"
+    failed = []
+    for record in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION):
+        evaluation = record.dagster_event.event_specific_data
+        if evaluation.check_name in BLOCKING_CHECKS and not evaluation.passed:
+            failed.append(f"{evaluation.asset_key.to_user_string()}:{evaluation.check_name}")
+    if failed:
+        return "blocked", f"{day}: blocking check(s) failed in run {run.run_id}: {', '.join(sorted(failed))}"
+    return "ready", f"{day}: data cycle run {run.run_id} passed its blocking checks"
+
+
+def build_alpha_sensor(alpha_job, partitions_def: dg.TimeWindowPartitionsDefinition) -> dg.SensorDefinition:
+    @dg.sensor(
+        name="alpha_after_data",
+        job=alpha_job,
+        minimum_interval_seconds=60,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=(
+            "Starts the alpha cycle for day D once the data cycle's assets for D are "
+            "materialised and its blocking checks passed; once per day."
+        ),
+    )
+    def alpha_after_data(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
+        requested: list[str] = json.loads(context.cursor) if context.cursor else []
+        last = partitions_def.get_last_partition_key()
+        if last is None:
+            return dg.SkipReason("no partition yet")
+        newest = dt.date.fromisoformat(last)
+        days = [(newest - dt.timedelta(days=i)).isoformat() for i in range(LOOKBACK_DAYS)][::-1]
+        requests, reasons = [], []
+        for day in days:
+            if day in requested:
+                continue
+            state, why = data_readiness(context.instance, day)
+            if state == "ready":
+                requests.append(dg.RunRequest(run_key=f"alpha_after_data:{day}", partition_key=day))
+                requested.append(day)
+            else:
+                reasons.append(why)
+        cursor = json.dumps(sorted(set(requested))[-CURSOR_KEEP:])
+        if not requests:
+            return dg.SensorResult(skip_reason=dg.SkipReason("; ".join(reasons[-3:]) or "alpha already requested for every recent day"), cursor=cursor)
+        return dg.SensorResult(run_requests=requests, cursor=cursor)
+
+    return alpha_after_data

@@ -1,0 +1,84 @@
+"""The `tv_technicals_1d` asset: the technical-indicator feature store as a Delta table.
+
+Daily partitions in group `data`; a run computes only its window's dates, reading enough
+history before it to warm the indicators up, and replaces those dates with one Delta
+commit (a predicate overwrite), so re-running a day never duplicates rows.
+"""
+
+import datetime as dt
+
+import dagster as dg
+import polars as pl
+
+from quant_assets.contracts import check_result_from_cases, validate
+from quant_assets.data.lakehouse_reads import scan_bars
+from quant_assets.features.indicators import FeaturesSchema
+from quant_assets.features.store import (
+    current_version,
+    read_features,
+    update_features,
+    warmup_start,
+)
+from quant_assets.partitions import window_dates
+from quant_resources.lakehouse import Lakehouse
+from quant_resources.settings import Settings
+
+OWNERS = ["team:data-platform"]
+TABLE = "tv_technicals_1d"
+
+
+def build_feature_assets(settings: Settings, partitions_def: dg.PartitionsDefinition, ohlcv: dg.AssetsDefinition) -> list:
+    table_path = settings.features_dir / TABLE
+
+    @dg.asset(
+        name=TABLE,
+        partitions_def=partitions_def,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        deps=[ohlcv],
+        group_name="data",
+        kinds={"polars", "deltalake"},
+        owners=OWNERS,
+        code_version="1",
+        description=(
+            "Technical indicators per symbol and day (SMA, EMA, RSI, MACD, Bollinger, ATR, ROC, "
+            "realised volatility, a rating in [-1, 1]) in the Delta table "
+            "data/lakehouse/features/tv_technicals_1d/; one Delta version per commit."
+        ),
+    )
+    def tv_technicals_1d(context: dg.AssetExecutionContext, lakehouse: Lakehouse) -> dg.MaterializeResult:
+        start, end = window_dates(context)
+        bars = scan_bars(lakehouse.ohlcv_files(), warmup_start(start), end)
+        if bars.height == 0:
+            context.log.warning(f"{TABLE}: no bars in the lakehouse for {start}..{end}")
+        result = update_features(table_path, bars, start, end)
+        context.log.info(f"{TABLE} {start}..{end}: {result.rows_written} rows for {result.symbols} symbols, Delta version {result.version}")
+        return dg.MaterializeResult(
+            metadata={
+                "delta_version": result.version,
+                "rows_written": result.rows_written,
+                "symbols": result.symbols,
+                "window": f"{start}..{end}",
+                "path": dg.MetadataValue.path(str(table_path)),
+            }
+        )
+
+    @dg.asset_check(
+        asset=tv_technicals_1d,
+        name="features_l2",
+        partitions_def=partitions_def,
+        blocking=True,
+        description="L2: RSI in [0, 100], Bollinger bands ordered, ATR and volatility >= 0, rating in [-1, 1], no infinities.",
+    )
+    def features_l2(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+        start, end = window_dates(context)
+        if current_version(table_path) is None:
+            return dg.AssetCheckResult(passed=False, metadata={"reason": f"no Delta table at {table_path}"})
+        rows = read_features(table_path, start=start, end=end)
+        return check_result_from_cases(rows, validate(FeaturesSchema, rows), extra={"delta_version": current_version(table_path)})
+
+    return [tv_technicals_1d, features_l2]
+
+
+def features_as_of(settings: Settings, version: int | None, day: dt.date) -> pl.DataFrame:
+    """The features a run saw: the table at `version`, rows up to `day`."""
+    return read_features(settings.features_dir / TABLE, version=version, end=day)
