@@ -181,8 +181,12 @@ def alpha_run_config(
 def run_alpha(
     settings: Settings, day: dt.date, objective: str | None = None, overrides: dict | None = None, **kwargs: Any
 ) -> RunSummary:
+    from quant_assets.alpha.assets import validate_alpha_run_config
+
     check_day(day, settings)
-    return execute(settings, ALPHA_JOB, start=day, run_config=alpha_run_config(objective, overrides), **kwargs)
+    run_config = alpha_run_config(objective, overrides)
+    validate_alpha_run_config(run_config)
+    return execute(settings, ALPHA_JOB, start=day, run_config=run_config, **kwargs)
 
 
 def alpha_report(settings: Settings, run_id: str) -> dict[str, Any]:

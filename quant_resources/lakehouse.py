@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import os
+import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,7 @@ import dagster as dg
 import polars as pl
 from filelock import FileLock
 
-from quant_resources.atomic import atomic_write_json, atomic_write_parquet, read_json
+from quant_resources.atomic import TMP_MARKER, atomic_write_json, atomic_write_parquet, read_json
 from quant_resources.errors import QuantError
 from quant_resources.schema import OHLCV_COLUMNS, OHLCV_SCHEMA, SymbolInfo, symbols_frame
 from quant_resources.symbols import ohlcv_filename, safe_child, symbol_key
@@ -82,15 +84,41 @@ class Lakehouse(dg.ConfigurableResource):
         with FileLock(str(folder / f"{name}.lock"), timeout=LOCK_TIMEOUT_S):
             yield
 
+    def check_writable(self) -> None:
+        self._check_writable()
+
+    def remove_stale_temp_files(self) -> list[Path]:
+        """Delete temp files of writers that no longer run (a SIGKILL between write and rename).
+
+        A temp file is named `.{file}.tmp-{pid}-{random}`; it is stale when its pid is gone.
+        Published files are never touched.
+        """
+        removed = []
+        for folder in (self.root, self.ohlcv_dir):
+            if not folder.exists():
+                continue
+            for tmp in folder.glob(f".*{TMP_MARKER}*"):
+                try:
+                    pid = int(tmp.name.split(TMP_MARKER, 1)[1].split("-", 1)[0])
+                except ValueError:
+                    continue
+                if not _pid_alive(pid):
+                    with contextlib.suppress(FileNotFoundError):
+                        tmp.unlink()
+                        removed.append(tmp)
+        return removed
+
     def _check_writable(self) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        probe = self.root / ".write-probe"
+        folder = self.root
         try:
-            probe.write_bytes(b"")
-            probe.unlink()
+            for folder in (self.root, self.ohlcv_dir):
+                folder.mkdir(parents=True, exist_ok=True)
+                probe = folder / f".write-probe-{os.getpid()}-{threading.get_ident()}"
+                probe.write_bytes(b"")
+                probe.unlink()
         except OSError as exc:
             raise LakehouseError(
-                f"the lakehouse folder {self.root} is not writable ({exc.strerror}); "
+                f"the lakehouse folder {folder} is not writable ({exc.strerror}); "
                 "fix its permissions or point QUANT_DATA_DIR elsewhere. Nothing was changed."
             ) from exc
 
@@ -175,6 +203,16 @@ class Lakehouse(dg.ConfigurableResource):
             if old is None or not registry.equals(old):
                 atomic_write_parquet(self.symbols_path, registry)
             return registry
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def read_ohlcv_file(path: Path) -> pl.DataFrame:

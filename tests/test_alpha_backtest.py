@@ -253,3 +253,17 @@ def test_plots_write_png_files_without_changing_the_backend(tmp_path):
     for path in (equity, weights):
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert matplotlib.get_backend() == backend
+
+
+def test_turnover_penalty_lowers_turnover_and_a_heavy_one_stops_trading():
+    returns = panel(400, 15, seed=8)
+    days = business_days("2021-01-01", 400)
+    symbols = [f"S{j}" for j in range(15)]
+    turnovers = []
+    for penalty in (0.0, 0.001, 1.0):
+        result = walk_forward(returns, days, symbols, lookback_days=100, turnover_penalty=penalty)
+        turnovers.append(sum(r.turnover for r in result.rebalances[1:]))
+    assert turnovers[0] > turnovers[1] > turnovers[2]
+    assert turnovers[2] == pytest.approx(0.0, abs=1e-12)  # only the initial purchase
+    with pytest.raises(ValueError, match="turnover_penalty is only supported"):
+        walk_forward(returns, days, symbols, objective="hrp", turnover_penalty=0.1)

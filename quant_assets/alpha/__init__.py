@@ -3,6 +3,13 @@
 Pure functions on NumPy arrays and data frames; no Dagster, no I/O besides the plots.
 """
 
+from quant_assets.alpha.backtest import (
+    BacktestResult,
+    RebalanceRecord,
+    plot_equity_curve,
+    plot_weights,
+    walk_forward,
+)
 from quant_assets.alpha.covariance import (
     CovarianceEstimate,
     estimate_covariance,
@@ -11,6 +18,7 @@ from quant_assets.alpha.covariance import (
     sample_covariance,
 )
 from quant_assets.alpha.hrp import cap_weights, hrp_weights
+from quant_assets.alpha.metrics import performance_summary
 from quant_assets.alpha.optimize import (
     OBJECTIVES,
     InfeasiblePortfolioError,
@@ -27,10 +35,12 @@ from quant_assets.alpha.optimize import (
 
 __all__ = [
     "OBJECTIVES",
+    "BacktestResult",
     "CovarianceEstimate",
     "InfeasiblePortfolioError",
     "InsufficientHistoryError",
     "MinVarianceProblem",
+    "RebalanceRecord",
     "SolverError",
     "cap_weights",
     "estimate_covariance",
@@ -40,8 +50,12 @@ __all__ = [
     "max_sharpe_weights",
     "min_variance_kkt_residual",
     "optimize_weights",
+    "performance_summary",
+    "plot_equity_curve",
+    "plot_weights",
     "returns_to_matrix",
     "risk_contributions",
     "risk_parity_weights",
     "sample_covariance",
+    "walk_forward",
 ]

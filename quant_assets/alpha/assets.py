@@ -558,3 +558,36 @@ def _plot_bytes(plotter, result) -> bytes:
         path = Path(folder) / "plot.png"
         plotter(result, path)
         return path.read_bytes()
+
+
+CONFIG_CLASSES: dict[str, type[dg.Config]] = {
+    "run_snapshot": SnapshotConfig,
+    "selected_winners": SelectionConfig,
+    "portfolio_weights": OptimizationConfig,
+    "backtest": BacktestConfig,
+}
+
+
+def validate_alpha_run_config(run_config: dict[str, Any]) -> None:
+    """Check run config against the alpha configs before a run starts.
+
+    Dagster checks names and types when a run is launched, but value constraints
+    (a negative max weight, zero winners) only when the step builds its config; this
+    catches them up front with one clear error.
+    """
+    from quant_resources.errors import ConfigError
+
+    problems = []
+    for op, section in (run_config.get("ops") or {}).items():
+        config_class = CONFIG_CLASSES.get(op)
+        if config_class is None:
+            problems.append(f"ops.{op}: not an alpha asset with config (known: {', '.join(CONFIG_CLASSES)})")
+            continue
+        try:
+            config_class(**(section or {}).get("config", {}))
+        except pydantic.ValidationError as exc:
+            for err in exc.errors():
+                field = ".".join(str(p) for p in err["loc"])
+                problems.append(f"ops.{op}.config.{field}: {err['msg']} (got {err.get('input')!r})")
+    if problems:
+        raise ConfigError("invalid alpha run config: " + "; ".join(problems))

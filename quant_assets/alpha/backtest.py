@@ -3,8 +3,9 @@
 At the close of each rebalance date t the optimiser sees only returns up to and including
 t; the new weights earn returns from t + 1 and drift with prices until the next rebalance.
 Transaction costs of cost_bps basis points per unit of turnover are charged on the
-rebalance date. An equal-weight portfolio over the same eligible symbols, rebalanced on
-the same dates under the same cost model, is the benchmark.
+rebalance date. The benchmark is an equal-weight portfolio over every symbol with enough
+history (the optimiser's eligible set unless a `select` hook narrows it), rebalanced on
+the same dates under the same cost model.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -245,8 +247,10 @@ def walk_forward(
       2. Estimation sample: the `lookback_days` rows ending at t, restricted to the rows
          where every eligible symbol has a return (at least `min_history` rows).
       3. Weights from `objective` on that sample (the same objectives and covariance
-         estimators as `optimize_weights`); min_variance reuses one DPP-compiled problem
-         across rebalances, switching ineligible names off through their bounds.
+         estimators as `optimize_weights`); min_variance reuses one MinVarianceProblem
+         across rebalances: the previous answer warm-starts the active-set method, and
+         the DPP-compiled cvxpy fallback switches ineligible names off through their
+         bounds instead of being rebuilt when the eligible set changes.
       4. Trade at the close of t: turnover = sum |w_new - w_drifted|, cost =
          cost_bps / 1e4 * turnover, subtracted from the return of day t.
     Between rebalances the positions drift with returns (buy and hold); a missing return
@@ -297,9 +301,9 @@ def walk_forward(
         solvers=solvers,
         select=select,
     )
-    if blas_threads is None:
-        return _walk_forward(returns, dates, symbols, **arguments)
-    with threadpool_limits(limits=blas_threads, user_api="blas"):
+    # threadpool_limits applies on construction and restores on exit.
+    limits = nullcontext() if blas_threads is None else threadpool_limits(blas_threads, "blas")
+    with limits:
         return _walk_forward(returns, dates, symbols, **arguments)
 
 
@@ -339,6 +343,10 @@ def _walk_forward(
         raise ValueError(f"need 2 <= min_history ({history}) <= lookback_days ({lookback_days})")
     if cost_bps < 0:
         raise ValueError(f"cost_bps={cost_bps} must be >= 0")
+    if turnover_penalty > 0.0 and objective != "min_variance":
+        raise ValueError(
+            f"turnover_penalty is only supported for objective='min_variance', got {objective!r}"
+        )
     if np.isinf(matrix).any():
         raise ValueError("returns contain +-inf; fix the returns matrix upstream")
     cost_rate = cost_bps / 1e4
@@ -551,7 +559,10 @@ def plot_weights(result: BacktestResult, path: str | Path, top_n: int = 12) -> P
         if np.any(other > 1e-12):
             stacks.append(other)
             labels.append("other")
-        axes.stackplot(x, np.vstack(stacks), labels=labels, step="post")
+        from matplotlib import colormaps
+
+        colors = colormaps["tab20"](np.arange(len(stacks)) % 20)  # 10 default colours repeat
+        axes.stackplot(x, np.vstack(stacks), labels=labels, colors=colors, step="post")
         axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
     axes.set_ylim(0.0, 1.0)
     axes.set_ylabel("weight")

@@ -58,7 +58,9 @@ def cap_weights(
         slack = upper - w
         return w + slack * (1.0 - w.sum()) / slack.sum()
     lo_c, hi_c = 0.0, 1.0
-    while total(hi_c) < 1.0:
+    for _ in range(2200):  # reachable (checked above): doubling ends before 2**2200
+        if total(hi_c) >= 1.0:
+            break
         hi_c *= 2.0
     for _ in range(200):
         mid = 0.5 * (lo_c + hi_c)

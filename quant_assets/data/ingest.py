@@ -8,8 +8,10 @@ symbol, the file and the reason, and every other symbol is ingested.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +36,8 @@ from quant_resources.symbols import symbol_key
 
 PRIOR_CLOSES = 5  # existing closes handed to the sanitiser as context
 CHUNK_SIZE = 100  # symbols validated and catalogued together
+# Threads per chunk: fetching waits on I/O (HTTP, disk) and polars releases the GIL.
+WORKERS = min(8, 2 * (os.cpu_count() or 1))
 DROP_KINDS = ("toxic", "duplicate", "invalid")
 
 
@@ -52,6 +56,7 @@ class SymbolOutcome:
     invalid: int = 0
     level_shifts: int = 0
     gaps: int = 0
+    out_of_window: int = 0  # bars the source sent outside the window asked (e.g. future-dated)
     reason: str = ""
 
 
@@ -61,7 +66,13 @@ class IngestReport:
     end: dt.date
     outcomes: list[SymbolOutcome] = field(default_factory=list)
     seconds: dict[str, float] = field(
-        default_factory=lambda: {"fetch": 0.0, "sanitize": 0.0, "validate": 0.0, "write": 0.0, "catalog": 0.0}
+        # wall-clock seconds per phase (fetch and sanitise run on a thread pool)
+        default_factory=lambda: {
+            "fetch_sanitize": 0.0,
+            "validate": 0.0,
+            "write": 0.0,
+            "catalog": 0.0,
+        }
     )
 
     def by_status(self, status: str) -> list[SymbolOutcome]:
@@ -87,6 +98,7 @@ class IngestReport:
             "invalid_rows_dropped": sum(o.invalid for o in done),
             "level_shifts_flagged": sum(o.level_shifts for o in done),
             "gaps": sum(o.gaps for o in done),
+            "bars_outside_window_ignored": sum(o.out_of_window for o in done),
         }
 
 
@@ -125,7 +137,7 @@ def build_entry(
         if not days or held.size == 0:
             return set()
         stamps = np.array([date_to_ts(dt.date.fromisoformat(d)) for d in days], dtype=np.int64)
-        return {d for d, hit in zip(days, np.isin(stamps, held)) if hit}
+        return {d for d, hit in zip(days, np.isin(stamps, held), strict=True) if hit}
 
     dropped = {
         "toxic": _merge_counts(old_dropped.get("toxic", {}), result.toxic),
@@ -137,7 +149,9 @@ def build_entry(
     for kind in ("toxic", "invalid"):
         now_held = present(dropped[kind])
         dropped[kind] = {d: n for d, n in dropped[kind].items() if d not in now_held}
-    level_shifts = sorted(present({*old.get("level_shifts", []), *(_iso(t) for t in result.level_shifts)}))
+    level_shifts = sorted(
+        present({*old.get("level_shifts", []), *(_iso(t) for t in result.level_shifts)})
+    )
     pending = sorted({_iso(t) for t in result.pending_toxic})
     calendar = calendar_for(info.asset_class)
     ts = merged["timestamp"].to_numpy()
@@ -195,7 +209,9 @@ def fetch_window(
     return lo, hi
 
 
-def is_fresh(entry: dict[str, Any] | None, lo: dt.date, hi: dt.date, now: dt.datetime, settings: Settings) -> bool:
+def is_fresh(
+    entry: dict[str, Any] | None, lo: dt.date, hi: dt.date, now: dt.datetime, settings: Settings
+) -> bool:
     """The file covers [lo, hi] and was fetched within the freshness window."""
     if not entry or not entry.get("start_date") or entry.get("pending_toxic"):
         return False
@@ -203,7 +219,10 @@ def is_fresh(entry: dict[str, Any] | None, lo: dt.date, hi: dt.date, now: dt.dat
         last_fetch = dt.datetime.fromisoformat(entry["last_fetch"])
     except (KeyError, TypeError, ValueError):
         return False
-    covered = dt.date.fromisoformat(entry["start_date"]) <= lo and dt.date.fromisoformat(entry["end_date"]) >= hi
+    covered = (
+        dt.date.fromisoformat(entry["start_date"]) <= lo
+        and dt.date.fromisoformat(entry["end_date"]) >= hi
+    )
     age_h = (now - last_fetch).total_seconds() / 3600.0
     return covered and 0 <= age_h <= settings.freshness_hours
 
@@ -219,76 +238,122 @@ def ingest(
     now: dt.datetime | None = None,
     progress: Callable[[str], None] | None = None,
     chunk_size: int = CHUNK_SIZE,
+    workers: int = WORKERS,
 ) -> IngestReport:
     """Bring every symbol's file up to date for [start, end]; return what happened."""
     now = now or dt.datetime.now(dt.UTC)
     report = IngestReport(start, end)
+    lakehouse.check_writable()  # a read-only folder fails here, before anything is fetched
+    lakehouse.remove_stale_temp_files()  # left by a process killed mid-write
     catalog = lakehouse.read_catalog()
     schema = ohlcv_schema(with_symbol=True)
     t_begin = time.perf_counter()
-    for offset in range(0, len(symbols), chunk_size):
-        chunk = symbols[offset : offset + chunk_size]
-        staged: list[tuple[SymbolInfo, SanitizeResult, int]] = []
-        errors: dict[str, dict[str, Any]] = {}
-        for info in chunk:
-            outcome, staged_item = _fetch_one(info, catalog, start, end, source, lakehouse, settings, now, report)
-            report.outcomes.append(outcome)
-            if outcome.status == "failed":
-                errors[outcome.key or f"{info.exchange}_{info.symbol}"] = {
-                    "exchange": info.exchange,
-                    "symbol": info.symbol,
-                    "file": outcome.file,
-                    "reason": outcome.reason,
-                    "window": f"{start.isoformat()}..{end.isoformat()}",
-                    "at": now.isoformat(timespec="seconds"),
-                }
-            if staged_item is not None:
-                staged.append((info, staged_item, len(report.outcomes) - 1))
-        # L0 on the whole chunk at once: one validation instead of one per symbol.
-        t0 = time.perf_counter()
-        if staged:
-            batch = pl.concat(
-                [r.bars.with_columns(pl.lit(i.key).alias("symbol")) for i, r, _ in staged if r.bars.height]
-                or [staged[0][1].bars.with_columns(pl.lit("").alias("symbol"))]
+    pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="ingest")
+    try:
+        for offset in range(0, len(symbols), chunk_size):
+            chunk = symbols[offset : offset + chunk_size]
+            catalog = _ingest_chunk(
+                chunk, catalog, start, end, source, lakehouse, settings, now, report, schema, pool
             )
-            enforce(schema, batch, what=f"ohlcv {start.isoformat()}..{end.isoformat()} (sanitised bars)")
-        report.seconds["validate"] += time.perf_counter() - t0
-        entries: dict[str, dict[str, Any]] = {}
-        t0 = time.perf_counter()
-        for info, result, index in staged:
-            outcome = report.outcomes[index]
-            old = catalog["symbols"].get(info.key)
-            before = old["rows"] if old else 0
-            merged = lakehouse.merge_bars(info.exchange, info.symbol, result.bars)
-            path = lakehouse.ohlcv_path(info.exchange, info.symbol)
-            entry = build_entry(
-                info,
-                merged,
-                result,
-                old,
-                file=str(path.relative_to(lakehouse.root)),
-                file_mtime_ns=path.stat().st_mtime_ns,
-                now=now,
-                settings=settings,
-            )
-            entries[info.key] = entry
-            outcome.rows_total = entry["rows"]
-            outcome.rows_new = max(entry["rows"] - before, 0)
-            outcome.gaps = len(entry["gaps"])
-        report.seconds["write"] += time.perf_counter() - t0
-        t0 = time.perf_counter()
-        if entries or errors:
-            catalog = lakehouse.update_catalog(entries=entries, errors=errors)
-        report.seconds["catalog"] += time.perf_counter() - t0
-        if progress:
-            done = offset + len(chunk)
-            s = report.summary()
-            progress(
-                f"ohlcv {start}..{end}: {done}/{len(symbols)} symbols "
-                f"(ingested {s['ingested']}, skipped {s['skipped']}, failed {s['failed']}) "
-                f"in {time.perf_counter() - t_begin:.1f}s"
-            )
+            if progress:
+                done = offset + len(chunk)
+                s = report.summary()
+                progress(
+                    f"ohlcv {start}..{end}: {done}/{len(symbols)} symbols "
+                    f"(ingested {s['ingested']}, skipped {s['skipped']}, failed {s['failed']}) "
+                    f"in {time.perf_counter() - t_begin:.1f}s"
+                )
+    finally:
+        pool.shutdown(wait=True)
     return report
+
+
+def _ingest_chunk(
+    chunk: list[SymbolInfo],
+    catalog: dict[str, Any],
+    start: dt.date,
+    end: dt.date,
+    source: MarketDataSource,
+    lakehouse: Lakehouse,
+    settings: Settings,
+    now: dt.datetime,
+    report: IngestReport,
+    schema,
+    pool: ThreadPoolExecutor,
+) -> dict[str, Any]:
+    staged: list[tuple[SymbolInfo, SanitizeResult, int]] = []
+    errors: dict[str, dict[str, Any]] = {}
+    t0 = time.perf_counter()
+    fetched = list(
+        pool.map(
+            lambda info: _fetch_one(
+                info, catalog, start, end, source, lakehouse, settings, now, report
+            ),
+            chunk,
+        )
+    )
+    report.seconds["fetch_sanitize"] += time.perf_counter() - t0
+    for info, (outcome, staged_item) in zip(chunk, fetched, strict=True):
+        report.outcomes.append(outcome)
+        if outcome.status == "failed":
+            errors[outcome.key or f"{info.exchange}_{info.symbol}"] = {
+                "exchange": info.exchange,
+                "symbol": info.symbol,
+                "file": outcome.file,
+                "reason": outcome.reason,
+                "window": f"{start.isoformat()}..{end.isoformat()}",
+                "at": now.isoformat(timespec="seconds"),
+            }
+        if staged_item is not None:
+            staged.append((info, staged_item, len(report.outcomes) - 1))
+    # L0 on the whole chunk at once: one validation instead of one per symbol.
+    t0 = time.perf_counter()
+    if staged:
+        batch = pl.concat(
+            [
+                r.bars.with_columns(pl.lit(i.key).alias("symbol"))
+                for i, r, _ in staged
+                if r.bars.height
+            ]
+            or [staged[0][1].bars.with_columns(pl.lit("").alias("symbol"))]
+        )
+        enforce(
+            schema, batch, what=f"ohlcv {start.isoformat()}..{end.isoformat()} (sanitised bars)"
+        )
+    report.seconds["validate"] += time.perf_counter() - t0
+    entries: dict[str, dict[str, Any]] = {}
+    t0 = time.perf_counter()
+
+    def write(item: tuple[SymbolInfo, SanitizeResult, int]) -> tuple[str, dict[str, Any], int]:
+        info, result, index = item
+        old = catalog["symbols"].get(info.key)
+        merged = lakehouse.merge_bars(info.exchange, info.symbol, result.bars)
+        path = lakehouse.ohlcv_path(info.exchange, info.symbol)
+        entry = build_entry(
+            info,
+            merged,
+            result,
+            old,
+            file=str(path.relative_to(lakehouse.root)),
+            file_mtime_ns=path.stat().st_mtime_ns,
+            now=now,
+            settings=settings,
+        )
+        return info.key, entry, index
+
+    for key, entry, index in pool.map(write, staged):
+        outcome = report.outcomes[index]
+        old = catalog["symbols"].get(key)
+        entries[key] = entry
+        outcome.rows_total = entry["rows"]
+        outcome.rows_new = max(entry["rows"] - (old["rows"] if old else 0), 0)
+        outcome.gaps = len(entry["gaps"])
+    report.seconds["write"] += time.perf_counter() - t0
+    t0 = time.perf_counter()
+    if entries or errors:
+        catalog = lakehouse.update_catalog(entries=entries, errors=errors)
+    report.seconds["catalog"] += time.perf_counter() - t0
+    return catalog
 
 
 def _fetch_one(
@@ -318,29 +383,25 @@ def _fetch_one(
         outcome.status = "skipped"
         outcome.rows_total = entry["rows"]
         return outcome, None
-    t0 = time.perf_counter()
     try:
         raw = source.fetch_bars(info.exchange, info.symbol, lo, hi)
         existing = lakehouse.read_ohlcv(info.exchange, info.symbol)
     except QuantError as exc:
-        report.seconds["fetch"] += time.perf_counter() - t0
         outcome.status = "failed"
         outcome.reason = str(exc)
         return outcome, None
     except Exception as exc:  # a source bug or an I/O error: recorded, the rest goes on
-        report.seconds["fetch"] += time.perf_counter() - t0
         outcome.status = "failed"
         outcome.reason = f"{exc.__class__.__name__}: {exc}"
         return outcome, None
-    report.seconds["fetch"] += time.perf_counter() - t0
-    t0 = time.perf_counter()
     lo_ts, hi_ts = date_to_ts(lo), date_to_ts(hi + dt.timedelta(days=1))
+    fetched_rows = raw.height
     raw = raw.filter((pl.col("timestamp") >= lo_ts) & (pl.col("timestamp") < hi_ts))
+    outcome.out_of_window = fetched_rows - raw.height
     prior = np.zeros(0)
     if existing is not None and existing.height:
         prior = existing.filter(pl.col("timestamp") < lo_ts)["close"].tail(PRIOR_CLOSES).to_numpy()
     result = sanitize_bars(raw, toxic_threshold=settings.toxic_threshold, prior_closes=prior)
-    report.seconds["sanitize"] += time.perf_counter() - t0
     outcome.rows_fetched = raw.height
     outcome.toxic = len(result.toxic)
     outcome.duplicates = len(result.duplicates)

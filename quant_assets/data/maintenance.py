@@ -225,7 +225,7 @@ def audit_lakehouse(
         if closes.size > 1:
             ratios = closes[1:] / closes[:-1] - 1.0
             for i in np.flatnonzero(ratios > settings.toxic_threshold):
-                day = (dt.date(1970, 1, 1) + dt.timedelta(days=int(bars["timestamp"][i + 1]) // 86400)).isoformat()
+                day = (dt.date(1970, 1, 1) + dt.timedelta(days=int(bars["timestamp"][int(i) + 1]) // 86400)).isoformat()
                 if day not in shifts:
                     report.toxic.append({"symbol": key, "date": day, "return": float(ratios[i])})
         if entry is None:

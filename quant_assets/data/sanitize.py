@@ -140,6 +140,19 @@ def toxic_rows(
     return drop, level_shifts, pending
 
 
+def _invalid_numpy(bars: pl.DataFrame) -> np.ndarray:
+    """`invalid_mask` on NumPy arrays: the same rules, without a polars query per symbol."""
+    o, h, lo, c, v = (bars[col].to_numpy() for col in ("open", "high", "low", "close", "volume"))
+    with np.errstate(invalid="ignore"):
+        finite = np.isfinite(o) & np.isfinite(h) & np.isfinite(lo) & np.isfinite(c) & np.isfinite(v)
+        ok = (
+            finite
+            & (o > 0) & (h > 0) & (lo > 0) & (c > 0)
+            & (h >= lo) & (h >= np.maximum(o, c)) & (lo <= np.minimum(o, c)) & (v >= 0)
+        )
+    return ~ok
+
+
 def sanitize_bars(
     raw: pl.DataFrame,
     *,
@@ -147,12 +160,20 @@ def sanitize_bars(
     prior_closes: list[float] | np.ndarray | None = None,
 ) -> SanitizeResult:
     """Apply the rules of the module docstring to one symbol's raw bars."""
-    bars = raw.select([pl.col(c).cast(t, strict=False) for c, t in OHLCV_SCHEMA.items()])
-    bars = bars.filter(pl.col("timestamp").is_not_null())
-    bars, duplicates = collapse_duplicates(bars)
-    bad = invalid_mask(bars)
-    invalid = bars.filter(bad)["timestamp"].to_list()
-    bars = bars.filter(~bad)
+    if raw.schema != OHLCV_SCHEMA or raw["timestamp"].null_count():
+        raw = raw.select([pl.col(c).cast(t, strict=False) for c, t in OHLCV_SCHEMA.items()])
+        raw = raw.filter(pl.col("timestamp").is_not_null())
+    ts = raw["timestamp"].to_numpy()
+    if ts.size > 1 and not bool(np.all(np.diff(ts) > 0)):  # unsorted or duplicated
+        bars, duplicates = collapse_duplicates(raw)
+    else:
+        bars, duplicates = raw, []
+    if any(bars[c].null_count() for c in OHLCV_SCHEMA):
+        bars = bars.with_columns(pl.col(c).fill_null(float("nan")) for c in (*PRICE_COLUMNS, "volume"))
+    bad = _invalid_numpy(bars)
+    invalid = bars["timestamp"].to_numpy()[bad].tolist() if bad.any() else []
+    if bad.any():
+        bars = bars.filter(pl.Series(~bad))
     drop, shifts, pending = toxic_rows(
         bars["close"].to_numpy(), toxic_threshold, np.asarray(prior_closes if prior_closes is not None else [], dtype=float)
     )
