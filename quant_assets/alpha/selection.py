@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -100,7 +101,10 @@ def scores(
     momentum_rows = window[: window.shape[0] - skip] if skip else window
     growth = np.where(np.isfinite(momentum_rows), 1.0 + momentum_rows, 1.0)
     momentum = np.prod(growth, axis=0) - 1.0
-    volatility = np.nanstd(window, axis=0, ddof=1) * math.sqrt(periods_per_year)
+    counts = np.isfinite(window).sum(axis=0)
+    with warnings.catch_warnings():  # columns with fewer than 2 returns give NaN, on purpose
+        warnings.simplefilter("ignore", RuntimeWarning)
+        volatility = np.where(counts >= 2, np.nanstd(window, axis=0, ddof=1), np.nan) * math.sqrt(periods_per_year)
     with np.errstate(divide="ignore", invalid="ignore"):
         score = np.where(volatility > 0, momentum / volatility, np.nan)
     return momentum, volatility, score
