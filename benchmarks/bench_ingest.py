@@ -44,8 +44,9 @@ def main() -> int:
     parser.add_argument("--symbols", type=int, default=1000)
     parser.add_argument("--start", default="2016-01-01")
     parser.add_argument("--end", default="2025-12-31")
+    parser.add_argument("--reuse", help="work dir of an earlier run: skip the backfill, run the next daily increment")
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="bench_ingest_"))
+    work = Path(args.reuse) if args.reuse else Path(tempfile.mkdtemp(prefix="bench_ingest_"))
     os.chdir(work)
     os.environ["DAGSTER_HOME"] = str(work / ".dagster")
     from quant_resources.runtime import prepare_process
@@ -61,6 +62,8 @@ def main() -> int:
     instance = dg.DagsterInstance.get()
 
     print(f"# data cycle benchmark: {args.symbols} synthetic symbols, {start}..{end}, work dir {work}", flush=True)
+    if args.reuse:
+        return daily_increment(settings, instance, work)
     t0 = time.perf_counter()
     backfill = runner.execute(settings, runner.DATA_JOB, start=start, end=end, instance=instance)
     wall = time.perf_counter() - t0
@@ -81,7 +84,16 @@ def main() -> int:
     print(f"  Dagster bookkeeping (run wall minus step bodies): {wall - sum(steps.values()):.1f} s; "
           f"partition events written: {2 * ((end - start).days + 1) * 3:,} (3 assets x materialization + planned)")
 
-    day = end + dt.timedelta(days=1)
+    return daily_increment(settings, instance, work, end + dt.timedelta(days=1))
+
+
+def daily_increment(settings, instance, work: Path, day: dt.date | None = None) -> int:
+    from quant_assets import runner
+    from quant_resources.lakehouse import Lakehouse
+
+    if day is None:
+        last = Lakehouse(data_dir=str(settings.data_dir)).read_catalog()["meta"]["last_partition"]
+        day = dt.date.fromisoformat(last) + dt.timedelta(days=1)
     t0 = time.perf_counter()
     daily = runner.execute(settings, runner.DATA_JOB, start=day, instance=instance)
     wall_daily = time.perf_counter() - t0

@@ -20,11 +20,15 @@ from quant_resources.lakehouse import Lakehouse
 from quant_resources.runtime import prepare_process
 from quant_resources.settings import Settings, get_settings
 from quant_resources.sources import source_from_settings
+from quant_resources.tracking import MlflowTracking
+from quant_resources.tracking.resource import artifact_location_for, tracking_uri_for
 
 DATA_JOB = "data_cycle"
 ALPHA_JOB = "alpha_cycle"
 REPAIR_JOB = "gap_repair_job"
 AUDIT_JOB = "data_audit_job"
+# The jobs that open an MLflow run (their `cycle` tag); each carries dagster-mlflow's end hook.
+TRACKED_JOBS = {DATA_JOB: "data", ALPHA_JOB: "alpha"}
 
 
 def build_resources(settings: Settings) -> dict[str, object]:
@@ -34,10 +38,26 @@ def build_resources(settings: Settings) -> dict[str, object]:
         # The alpha side: read-only lakehouse inputs, outputs into data/runs/{run_id}/.
         "lakehouse_reader": ReadOnlyLakehouseIOManager(data_dir=str(settings.data_dir)),
         "run_artifacts": RunArtifactIOManager(runs_dir=str(settings.runs_dir)),
+        # MLflow through dagster-mlflow, queued to a background worker (quant_resources/tracking).
+        "mlflow": _tracking(settings),
     }
 
 
+def _tracking(settings: Settings) -> MlflowTracking:
+    from quant_assets.observability import tracking_tags
+
+    uri = tracking_uri_for(settings.mlflow_dir)
+    return MlflowTracking(
+        tracking_uri=uri,
+        artifact_location=artifact_location_for(uri),
+        tracked_jobs=TRACKED_JOBS,
+        tags=tracking_tags(),
+    )
+
+
 def build_definitions(settings: Settings) -> dg.Definitions:
+    from dagster_mlflow import end_mlflow_on_run_finished  # imports mlflow: only when building
+
     partitions_def = daily_partitions(settings)
     data_assets = build_data_assets(settings, partitions_def)
     ohlcv = next(a for a in data_assets if isinstance(a, dg.AssetsDefinition) and a.key == dg.AssetKey("ohlcv"))
@@ -48,11 +68,13 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         DATA_JOB,
         selection=dg.AssetSelection.groups("data"),
         description="The data cycle for a day or a range: candidates, ohlcv, features, with their checks.",
+        hooks={end_mlflow_on_run_finished},
     )
     alpha_job = dg.define_asset_job(
         ALPHA_JOB,
         selection=dg.AssetSelection.groups("alpha"),
         description="The alpha cycle for a day: snapshot, returns, selection, weights, backtest.",
+        hooks={end_mlflow_on_run_finished},
     )
     repair_job = dg.define_asset_job(REPAIR_JOB, selection=["gap_repair"], description="Targeted re-fetch of gaps.")
     audit_job = dg.define_asset_job(AUDIT_JOB, selection=["data_audit"], description="Re-validate the whole lakehouse.")

@@ -57,7 +57,8 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def atomic_write_json(path: Path, obj: Any, *, indent: int | None = 2) -> None:
-    text = json.dumps(obj, indent=indent, sort_keys=True, allow_nan=False, default=str)
+    separators = (",", ":") if indent is None else None
+    text = json.dumps(obj, indent=indent, separators=separators, sort_keys=True, allow_nan=False, default=str)
     atomic_write_text(path, text + "\n")
 
 

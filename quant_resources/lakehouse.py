@@ -130,15 +130,42 @@ class Lakehouse(dg.ConfigurableResource):
             return None
         return read_ohlcv_file(path)
 
-    def merge_bars(self, exchange: str, symbol: str, new_bars: pl.DataFrame) -> pl.DataFrame:
+    def read_ohlcv_versioned(self, exchange: str, symbol: str) -> tuple[pl.DataFrame | None, tuple | None]:
+        """The symbol's bars and the file's (mtime_ns, size, inode), to hand back to `merge_bars`."""
+        path = self.ohlcv_path(exchange, symbol)
+        try:
+            before = path.stat()
+        except FileNotFoundError:
+            return None, None
+        frame = read_ohlcv_file(path)
+        return frame, (before.st_mtime_ns, before.st_size, before.st_ino)
+
+    def merge_bars(
+        self,
+        exchange: str,
+        symbol: str,
+        new_bars: pl.DataFrame,
+        known: tuple[pl.DataFrame | None, tuple | None] | None = None,
+    ) -> pl.DataFrame:
         """Merge `new_bars` into the symbol's file under its lock and publish atomically.
 
         A timestamp present in both takes the new bar (a source may revise); every other
-        existing row is kept, so concurrent writers never lose a row. Returns the merged frame.
+        existing row is kept, so concurrent writers never lose a row. `known` is what
+        `read_ohlcv_versioned` returned earlier: reused only when the file has not changed
+        since (same mtime, size and inode), else the file is read again under the lock.
+        Returns the merged frame.
         """
         path = self.ohlcv_path(exchange, symbol)
         with self.lock(symbol_key(exchange, symbol)):
-            existing = read_ohlcv_file(path) if path.exists() else None
+            try:
+                stat = path.stat()
+                version = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+            except FileNotFoundError:
+                version = None
+            if known is not None and known[1] == version and (version is None) == (known[0] is None):
+                existing = known[0]
+            else:
+                existing = read_ohlcv_file(path) if version is not None else None
             merged = merge_frames(existing, new_bars)
             if existing is None or not merged.equals(existing):
                 atomic_write_parquet(path, merged)

@@ -110,7 +110,7 @@ def test_two_processes_ingesting_overlapping_windows_keep_the_union(tmp_path):
     for p in procs:
         p.start()
     for p in procs:
-        p.join(120)
+        p.join(600)
         assert p.exitcode == 0
     lake = Lakehouse(data_dir=data_dir)
     catalog = lake.read_catalog()["symbols"]

@@ -37,6 +37,7 @@ from quant_assets.contracts import (
     validate,
     weights_schema,
 )
+from quant_assets.observability import mirror_audit, rank_policy, register_policy
 from quant_assets.partitions import window_dates
 from quant_resources.io_managers import Artifact, LakehouseView
 from quant_resources.settings import PROJECT_ROOT, Settings
@@ -121,15 +122,19 @@ def _audit(settings: Settings, context, stage: str, started: float, **fields: An
         "duration_s": round(time.perf_counter() - started, 4),
         **fields,
     }
-    return append_audit(_run_dir(settings, context.run_id), record)
+    run_dir = _run_dir(settings, context.run_id)
+    line = append_audit(run_dir, record)
+    mirror_audit(context, line, run_dir)
+    return line
 
 
 def _audit_contract(
     settings: Settings, context, contract: str, result: dg.AssetCheckResult
 ) -> None:
     metadata = {k: getattr(v, "value", v) for k, v in (result.metadata or {}).items()}
-    append_audit(
-        _run_dir(settings, context.run_id),
+    run_dir = _run_dir(settings, context.run_id)
+    line = append_audit(
+        run_dir,
         {
             "stage": "contract",
             "contract": contract,
@@ -141,6 +146,7 @@ def _audit_contract(
             "rows_checked": metadata.get("rows_checked"),
         },
     )
+    mirror_audit(context, line, run_dir)
 
 
 def build_alpha_assets(settings: Settings, partitions_def: dg.PartitionsDefinition) -> list:
@@ -155,6 +161,7 @@ def build_alpha_assets(settings: Settings, partitions_def: dg.PartitionsDefiniti
         kinds={"python", "parquet"},
         owners=OWNERS,
         code_version="1",
+        required_resource_keys={"mlflow"},  # audit lines mirrored to MLflow
         description=(
             "Copies each candidate's lakehouse file into data/runs/{run_id}/data/ and writes "
             "manifest.json (file sha256s and rows, lakehouse fingerprint, Delta, git and DVC "
@@ -213,6 +220,7 @@ def build_alpha_assets(settings: Settings, partitions_def: dg.PartitionsDefiniti
         kinds={"polars", "parquet"},
         owners=OWNERS,
         code_version="1",
+        required_resource_keys={"mlflow"},  # audit lines mirrored to MLflow
         check_specs=[
             dg.AssetCheckSpec(
                 "returns_l1",
@@ -282,6 +290,7 @@ def build_alpha_assets(settings: Settings, partitions_def: dg.PartitionsDefiniti
         kinds={"python", "json"},
         owners=OWNERS,
         code_version="1",
+        required_resource_keys={"mlflow"},  # audit lines mirrored to MLflow
         check_specs=[
             dg.AssetCheckSpec(
                 "selection_l3",
@@ -365,6 +374,7 @@ def build_alpha_assets(settings: Settings, partitions_def: dg.PartitionsDefiniti
         kinds={"cvxpy", "parquet"},
         owners=OWNERS,
         code_version="1",
+        required_resource_keys={"mlflow"},  # audit lines mirrored to MLflow
         check_specs=[
             dg.AssetCheckSpec(
                 "weights_l4",
@@ -429,6 +439,8 @@ def build_alpha_assets(settings: Settings, partitions_def: dg.PartitionsDefiniti
             parameters=config.model_dump(),
             checks={"weights_l4": bool(result.passed)},
         )
+        if result.passed:  # the run's policy becomes a model version (registered in the worker)
+            register_policy(context, params, as_of=selected_winners.payload["as_of"])
 
     @dg.asset(
         partitions_def=partitions_def,
@@ -438,6 +450,7 @@ def build_alpha_assets(settings: Settings, partitions_def: dg.PartitionsDefiniti
         kinds={"cvxpy", "json"},
         owners=OWNERS,
         code_version="1",
+        required_resource_keys={"mlflow"},  # audit lines mirrored to MLflow
         description=(
             "Walk-forward backtest of the whole policy (selection then optimisation at each "
             "rebalance, using only data up to it), net of costs, against equal weight. "
@@ -504,6 +517,7 @@ def build_alpha_assets(settings: Settings, partitions_def: dg.PartitionsDefiniti
             metrics=metrics,
             rebalances=len(result.rebalances),
         )
+        rank_policy(context, metrics)  # champion/challenger by out-of-sample Sharpe
         return Artifact(
             document, files={"equity_curve.png": equity_png, "weights.png": weights_png}
         )

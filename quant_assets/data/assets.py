@@ -21,6 +21,7 @@ from quant_assets.data.calendar import last_session_on_or_before
 from quant_assets.data.ingest import IngestReport, ingest
 from quant_assets.data.lakehouse_reads import scan_bars
 from quant_assets.data.scanners import load_universe, scan_many
+from quant_assets.observability import log_data_cycle
 from quant_assets.partitions import window_dates
 from quant_resources.atomic import atomic_write_json, read_json
 from quant_resources.errors import QuantError
@@ -28,6 +29,7 @@ from quant_resources.lakehouse import Lakehouse
 from quant_resources.schema import SymbolInfo, date_to_ts
 from quant_resources.settings import Settings
 from quant_resources.sources.base import MarketDataSource
+from quant_resources.tracking import MlflowTracking
 
 warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 warnings.filterwarnings("ignore", category=dg.BetaWarning)
@@ -128,7 +130,8 @@ def build_data_assets(settings: Settings, partitions_def: dg.PartitionsDefinitio
         days = [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
         documents = scan_many(config, listed, days)
         for day, document in documents.items():
-            atomic_write_json(candidates_path(settings, day), document)
+            # Compact: a history backfill writes one file per day.
+            atomic_write_json(candidates_path(settings, day), document, indent=None)
         last = documents[end]
         counts = {}
         for record in last["candidates"]:
@@ -160,7 +163,10 @@ def build_data_assets(settings: Settings, partitions_def: dg.PartitionsDefinitio
         ),
     )
     def ohlcv(
-        context: dg.AssetExecutionContext, source: MarketDataSource, lakehouse: Lakehouse
+        context: dg.AssetExecutionContext,
+        source: MarketDataSource,
+        lakehouse: Lakehouse,
+        mlflow: MlflowTracking,
     ) -> dg.MaterializeResult:
         start, end = window_dates(context)
         candidates_doc = read_candidates(settings, end)
@@ -176,7 +182,10 @@ def build_data_assets(settings: Settings, partitions_def: dg.PartitionsDefinitio
         catalog = lakehouse.update_catalog(meta={"last_partition": end.isoformat(), "last_window": f"{start}..{end}"})
         for failure in report.failures:
             context.log.warning(f"ohlcv: {failure.key or failure.symbol} not ingested: {failure.reason}")
-        return dg.MaterializeResult(metadata=ingest_metadata(report, catalog))
+        metadata = ingest_metadata(report, catalog)
+        metadata["path"] = dg.MetadataValue.path(str(lakehouse.ohlcv_dir))
+        log_data_cycle(mlflow, metadata, catalog)  # queued: never blocks or fails the run
+        return dg.MaterializeResult(metadata=metadata)
 
     def _window_bars(context: dg.AssetCheckExecutionContext, margin_days: int = 0) -> pl.DataFrame:
         start, end = window_dates(context)

@@ -35,7 +35,7 @@ from quant_resources.sources.base import MarketDataSource
 from quant_resources.symbols import symbol_key
 
 PRIOR_CLOSES = 5  # existing closes handed to the sanitiser as context
-CHUNK_SIZE = 100  # symbols validated and catalogued together
+CHUNK_SIZE = 250  # symbols validated and catalogued together
 # Threads per chunk: fetching waits on I/O (HTTP, disk) and polars releases the GIL.
 WORKERS = min(8, 2 * (os.cpu_count() or 1))
 DROP_KINDS = ("toxic", "duplicate", "invalid")
@@ -327,7 +327,7 @@ def _ingest_chunk(
     def write(item: tuple[SymbolInfo, SanitizeResult, int]) -> tuple[str, dict[str, Any], int]:
         info, result, index = item
         old = catalog["symbols"].get(info.key)
-        merged = lakehouse.merge_bars(info.exchange, info.symbol, result.bars)
+        merged = lakehouse.merge_bars(info.exchange, info.symbol, result.bars, known=result.known_file)
         path = lakehouse.ohlcv_path(info.exchange, info.symbol)
         entry = build_entry(
             info,
@@ -385,7 +385,7 @@ def _fetch_one(
         return outcome, None
     try:
         raw = source.fetch_bars(info.exchange, info.symbol, lo, hi)
-        existing = lakehouse.read_ohlcv(info.exchange, info.symbol)
+        existing, version = lakehouse.read_ohlcv_versioned(info.exchange, info.symbol)
     except QuantError as exc:
         outcome.status = "failed"
         outcome.reason = str(exc)
@@ -402,6 +402,7 @@ def _fetch_one(
     if existing is not None and existing.height:
         prior = existing.filter(pl.col("timestamp") < lo_ts)["close"].tail(PRIOR_CLOSES).to_numpy()
     result = sanitize_bars(raw, toxic_threshold=settings.toxic_threshold, prior_closes=prior)
+    result.known_file = (existing, version)
     outcome.rows_fetched = raw.height
     outcome.toxic = len(result.toxic)
     outcome.duplicates = len(result.duplicates)

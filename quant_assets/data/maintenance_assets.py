@@ -21,6 +21,7 @@ def build_maintenance_assets(settings: Settings) -> list:
     @dg.asset(
         name="gap_repair",
         group_name="maintenance",
+        code_version="1",
         kinds={"polars", "parquet"},
         owners=OWNERS,
         description=(
@@ -43,6 +44,7 @@ def build_maintenance_assets(settings: Settings) -> list:
     @dg.asset(
         name="data_audit",
         group_name="maintenance",
+        code_version="1",
         kinds={"polars", "json"},
         owners=OWNERS,
         description=(

@@ -38,6 +38,7 @@ class SanitizeResult:
     toxic: list[int] = field(default_factory=list)
     level_shifts: list[int] = field(default_factory=list)
     pending_toxic: list[int] = field(default_factory=list)  # toxic at the end, not yet confirmable
+    known_file: tuple | None = None  # (frame, version) of the file as read before sanitising
 
     @property
     def dropped_rows(self) -> int:

@@ -172,8 +172,9 @@ def test_a_reader_sees_each_file_whole_while_the_data_cycle_rewrites_it(tmp_path
     thread.start()
     plan = SnapshotPlan(dt.date(2024, 1, 31), files={info.key: path}, entries={info.key: {"data_quality_score": 1.0, "asset_class": info.asset_class}})
     seen = []
+    deadline = time.time() + 60
     try:
-        for _ in range(150):
+        while time.time() < deadline and (len(seen) < 150 or len(versions) < 4):
             try:
                 contents, described = read_snapshot_files(plan)
             except Exception as exc:  # a torn read would land here

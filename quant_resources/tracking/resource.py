@@ -1,0 +1,318 @@
+"""`MlflowTracking`: the `mlflow` resource of the tracked jobs, wrapping dagster-mlflow.
+
+dagster-mlflow's `mlflow_tracking` resource opens one MLflow run per Dagster run and its
+`end_mlflow_on_run_finished` hook ends it. Used as it is, it would break two rules of this
+project, so this resource wraps it:
+
+- **failure tolerance**: it opens the MLflow run while Dagster initialises resources, so
+  an unreachable tracking URI or a locked database fails the Dagster run;
+- **never in the way**: every call is synchronous on the run's thread (about 9 s to create
+  a sqlite store, 0.3-4 s to log a model), so logging would slow every step.
+
+Here the resource only queues calls. The worker (`worker.py`, a forked child process on
+Linux) opens the MLflow run with dagster-mlflow's resource, applies the calls in order and
+reports its first failure, which becomes one warning in the run's log. The hook keeps its
+contract: it calls `end_run`, which queues the end (and the artifact uploads) after
+everything sent before. The resource's teardown waits for the worker to finish the session
+(`flush_timeout_s` at most), so nothing is lost when the process exits.
+
+Only runs of `tracked_jobs` (the jobs that carry the hook) open an MLflow run, and a run
+tagged `quant/tracking=off` opens none; elsewhere every method is a no-op.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import queue
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Mapping
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import dagster as dg
+from pydantic import Field, PrivateAttr
+
+from quant_resources.tracking import worker as worker_module
+from quant_resources.tracking.ledger import audit_entries
+
+TRACKING_TAG = "quant/tracking"  # a run tagged quant/tracking=off opens no MLflow run
+RANGE_START = "dagster/asset_partition_range_start"
+RANGE_END = "dagster/asset_partition_range_end"
+
+
+class MlflowTracking(dg.ConfigurableResource):
+    """MLflow tracking for the runs of `tracked_jobs`; calls never block, fail or steer a run."""
+
+    tracking_uri: str = Field(default="", description="MLflow tracking URI; empty turns tracking off")
+    artifact_location: str | None = Field(
+        default=None, description="artifact root of a new experiment (set for sqlite stores)"
+    )
+    experiment_name: str = "quant-lakehouse"
+    tracked_jobs: dict[str, str] = Field(
+        default_factory=dict, description="job name -> `cycle` tag; other jobs are not tracked"
+    )
+    tags: dict[str, str] = Field(default_factory=dict, description="tags of every MLflow run")
+    flush_timeout_s: float = Field(default=120.0, description="longest wait for the worker at run end")
+    http_timeout_s: int = Field(default=10, description="per request, for an http tracking URI")
+    http_max_retries: int = Field(default=1, description="per request, for an http tracking URI")
+
+    _session: _Session | None = PrivateAttr(default=None)
+
+    # -- lifecycle ---------------------------------------------------------------------
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        run = context.dagster_run
+        if (
+            not self.tracking_uri
+            or run is None
+            or run.job_name not in self.tracked_jobs
+            or run.tags.get(TRACKING_TAG) == "off"
+        ):
+            return
+        tags = {
+            **self.tags,
+            "cycle": self.tracked_jobs[run.job_name],
+            "partition": partition_of(run.tags),
+            "dagster_job": run.job_name,
+        }
+        self._session = _Session(context.log, self.experiment_name, self.tracking_uri)
+        self._session.send(
+            worker_module.OPEN,
+            {
+                "tracking_uri": self.tracking_uri,
+                "artifact_location": self.artifact_location,
+                "experiment_name": self.experiment_name,
+                "job_name": run.job_name,
+                "dagster_run_id": run.run_id,
+                "tags": tags,
+                "env": {
+                    "MLFLOW_HTTP_REQUEST_TIMEOUT": str(self.http_timeout_s),
+                    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(self.http_max_retries),
+                },
+            },
+        )
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        if self._session is not None:
+            self._session.close(self.flush_timeout_s)
+
+    @property
+    def active(self) -> bool:
+        """True when this run opens an MLflow run (it may still fail in the worker)."""
+        return self._session is not None
+
+    # -- calls (queued, never raise) ---------------------------------------------------
+    def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
+        self._send_log(metrics=dict(metrics), step=step)
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        self._send_log(params={k: v if isinstance(v, str) else str(v) for k, v in params.items()})
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        self._send_log(tags={k: str(v) for k, v in tags.items()})
+
+    def log_audit(self, record: Mapping[str, Any]) -> None:
+        """Mirror one `audit.jsonl` line: its metrics and params in one batch (`ledger.py`)."""
+        metrics, params = audit_entries(record)
+        self._send_log(metrics=metrics, params=params)
+
+    def log_artifacts_at_end(self, folder: os.PathLike | str, names: Iterable[str], artifact_path: str | None = None) -> None:
+        """Upload these files of `folder` when the run ends (they may not exist yet)."""
+        if self._session is not None:
+            self._session.send(
+                worker_module.ARTIFACTS,
+                {"folder": str(folder), "names": list(names), "artifact_path": artifact_path},
+            )
+
+    def submit(self, function: str, **kwargs: Any) -> None:
+        """Run `function` ("module:name") in the worker as `function(tracked_run, **kwargs)`.
+
+        For work that needs the MLflow run, such as registering a model; kwargs must be
+        picklable. A failure is reported like any tracking failure.
+        """
+        if self._session is not None:
+            self._session.send(worker_module.CALL, {"function": function, "kwargs": kwargs})
+
+    def end_run(self, status: str | None = None) -> None:
+        """Called by dagster-mlflow's `end_mlflow_on_run_finished` hook."""
+        if self._session is not None:
+            self._session.send(worker_module.END, {"status": status})
+
+    def _send_log(self, **payload: Any) -> None:
+        if self._session is not None and any(payload.get(k) for k in ("metrics", "params", "tags")):
+            self._session.send(worker_module.LOG, payload)
+
+
+def tracker_of(context: Any) -> MlflowTracking:
+    """The run's tracker, or an inactive one when the op was not given `mlflow`."""
+    tracker = getattr(context.resources, "mlflow", None)
+    return tracker if isinstance(tracker, MlflowTracking) else _OFF
+
+
+_OFF = MlflowTracking()
+
+
+def partition_of(tags: Mapping[str, str]) -> str:
+    if "dagster/partition" in tags:
+        return tags["dagster/partition"]
+    if RANGE_START in tags and RANGE_END in tags:
+        return f"{tags[RANGE_START]}..{tags[RANGE_END]}"
+    return ""
+
+
+def redact(uri: str) -> str:
+    """The URI without credentials, for log messages."""
+    parts = urlsplit(uri)
+    if parts.username or parts.password:
+        host = parts.hostname or ""
+        netloc = f"***@{host}" + (f":{parts.port}" if parts.port else "")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return uri
+
+
+class _Session:
+    """The parent's side of one session: sends calls, turns the first failure into a warning."""
+
+    def __init__(self, log: Any, experiment_name: str, tracking_uri: str):
+        self.id = uuid.uuid4().hex
+        self.log = log
+        self.experiment_name = experiment_name
+        self.tracking_uri = tracking_uri
+        self.worker = _Worker.get()
+        self.mlflow_run_id: str | None = None
+        self.failure: str | None = None
+        self.warned = False
+        self.closed = False
+        self._lock = threading.Lock()
+
+    def send(self, op: str, payload: dict[str, Any]) -> None:
+        self._absorb(self.worker.replies_for(self.id))
+        if self.closed or (self.failure and op not in (worker_module.END,)):
+            return
+        self.worker.send((self.id, op, payload))
+
+    def close(self, timeout_s: float) -> None:
+        if self.closed:
+            return
+        self.worker.send((self.id, worker_module.CLOSE, {}))
+        deadline = time.monotonic() + timeout_s
+        while not self.closed:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                self._warn(f"it did not finish within {timeout_s:.0f}s (flush_timeout_s)")
+                break
+            if not self.worker.alive():
+                self._warn("the tracking worker exited")
+                break
+            self._absorb(self.worker.replies_for(self.id, wait_s=min(remaining, 0.5)))
+        self.closed = True
+        if self.mlflow_run_id and not self.failure:
+            self.log.info(
+                f"MLflow run {self.mlflow_run_id} in experiment '{self.experiment_name}' "
+                f"at {redact(self.tracking_uri)}"
+            )
+
+    def _absorb(self, replies: list[tuple[str, dict[str, Any]]]) -> None:
+        for kind, payload in replies:
+            if kind == "opened":
+                self.mlflow_run_id = payload["mlflow_run_id"]
+            elif kind == "error":
+                self._warn(f"{payload['op']} failed: {payload['message']}")
+            elif kind == "closed":
+                self.closed = True
+
+    def _warn(self, reason: str) -> None:
+        with self._lock:
+            self.failure = self.failure or reason
+            if self.warned:
+                return
+            self.warned = True
+        self.log.warning(
+            f"MLflow tracking unavailable at {redact(self.tracking_uri)} ({reason}); the run "
+            "continues without it and its audit.jsonl still holds every stage. Check the "
+            "tracking URI (QUANT_MLFLOW_TRACKING_URI) or whether another process locks the "
+            "database."
+        )
+
+
+class _Worker:
+    """The process-wide tracking worker and the replies it sent, by session."""
+
+    _instances: dict[int, _Worker] = {}
+    _instances_lock = threading.Lock()
+
+    def __init__(self) -> None:
+        self._inbox: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+        self._lock = threading.Lock()
+        if sys.platform.startswith("linux") and "fork" in multiprocessing.get_all_start_methods():
+            context = multiprocessing.get_context("fork")
+            self.commands: Any = context.Queue()
+            self.replies: Any = context.Queue()
+            self.runner: Any = context.Process(
+                target=worker_module.serve,
+                args=(self.commands, self.replies, os.getpid()),
+                name="quant-mlflow-worker",
+                daemon=True,
+            )
+        else:
+            self.commands = queue.Queue()
+            self.replies = queue.Queue()
+            self.runner = threading.Thread(
+                target=worker_module.serve,
+                args=(self.commands, self.replies, None),
+                name="quant-mlflow-worker",
+                daemon=True,
+            )
+        self.runner.start()
+
+    @classmethod
+    def get(cls) -> _Worker:
+        with cls._instances_lock:
+            current = cls._instances.get(os.getpid())
+            if current is None or not current.alive():
+                current = cls._instances[os.getpid()] = cls()
+            return current
+
+    def alive(self) -> bool:
+        return self.runner.is_alive()
+
+    def send(self, message: tuple[str, str, dict[str, Any]]) -> None:
+        self.commands.put(message)
+
+    def replies_for(self, session_id: str, wait_s: float = 0.0) -> list[tuple[str, dict[str, Any]]]:
+        """This session's replies so far; waits up to `wait_s` for one when there is none."""
+        with self._lock:
+            self._drain(block=False)
+            mine = self._inbox.pop(session_id, [])
+            if mine or wait_s <= 0:
+                return mine
+            self._drain(block=True, wait_s=wait_s)
+            return self._inbox.pop(session_id, [])
+
+    def _drain(self, block: bool, wait_s: float = 0.0) -> None:
+        try:
+            message = self.replies.get(timeout=wait_s) if block else self.replies.get_nowait()
+        except (queue.Empty, EOFError, OSError):
+            return
+        while True:
+            session_id, kind, payload = message
+            self._inbox.setdefault(session_id, []).append((kind, payload))
+            try:
+                message = self.replies.get_nowait()
+            except (queue.Empty, EOFError, OSError):
+                return
+
+
+def tracking_uri_for(mlflow_dir: os.PathLike | str) -> str:
+    """`QUANT_MLFLOW_TRACKING_URI` when set, else the sqlite store `{mlflow_dir}/mlflow.db`."""
+    configured = os.environ.get("QUANT_MLFLOW_TRACKING_URI", "").strip()
+    return configured or f"sqlite:///{os.path.abspath(os.path.join(mlflow_dir, 'mlflow.db'))}"
+
+
+def artifact_location_for(tracking_uri: str) -> str | None:
+    """`artifacts/` beside a sqlite store; None (the server decides) for any other store."""
+    store = worker_module.sqlite_store_path(tracking_uri)
+    return str(store.parent / "artifacts") if store is not None else None
