@@ -8,6 +8,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DVC_ENV := $(VENV)/tools/dvc
 DVC := $(DVC_ENV)/bin/dvc
+# The one place DVC's version is chosen (the tests build the tool with `make dvc-tool` too).
+DVC_REQUIREMENT := dvc>=3.50,<4
+MLFLOW_PORT ?= 5000
 
 # Telemetry off for every command started from here (MLflow ignores DO_NOT_TRACK=1).
 export DAGSTER_DISABLE_TELEMETRY := 1
@@ -18,7 +21,7 @@ export DAGSTER_HOME ?= $(CURDIR)/.dagster
 export MPLBACKEND := Agg
 export DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS := 1
 
-.PHONY: setup flow-production flow-data backfill data-repair data-audit ui test lint bench dvc-tool clean-data
+.PHONY: setup flow-production flow-data backfill data-repair data-audit ui mlflow-ui test lint bench dvc-tool clean-data
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,11 +36,15 @@ setup: $(STAMP)
 $(DVC):
 	$(PYTHON) -m venv $(DVC_ENV)
 	$(DVC_ENV)/bin/python -m pip install --quiet --upgrade pip
-	$(DVC_ENV)/bin/python -m pip install --quiet 'dvc>=3.50,<4'
+	$(DVC_ENV)/bin/python -m pip install --quiet '$(DVC_REQUIREMENT)'
 
 dvc-tool: $(DVC)
 
+# First `quant pull`: when dvc.lock records a lakehouse version, a DVC remote is configured
+# and the lakehouse (of this checkout: QUANT_DATA_DIR unset) is missing or behind it.
 flow-production: setup
+	@if [ -z "$$QUANT_DATA_DIR" ] && grep -qs 'path: data/lakehouse' dvc.lock; then \
+	  $(MAKE) --no-print-directory dvc-tool && $(BIN)/quant pull; fi
 	$(BIN)/quant production $(if $(DATE),--date $(DATE))
 
 flow-data: setup
@@ -55,6 +62,12 @@ data-audit: setup
 
 ui: setup
 	$(BIN)/quant ui
+
+# The MLflow UI over data/mlflow (QUANT_DATA_DIR/mlflow) on 127.0.0.1:$(MLFLOW_PORT). The server
+# runs in a session of its own under `quant mlflow-ui`: Ctrl-C, or a plain `kill PID` of make
+# or of quant, stops it and every process it started.
+mlflow-ui: setup
+	exec env --default-signal=INT,TERM $(BIN)/quant mlflow-ui --host 127.0.0.1 --port $(MLFLOW_PORT)
 
 test: setup
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile $(PYTEST_ARGS)

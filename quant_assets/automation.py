@@ -59,26 +59,32 @@ def _covers(run: dg.DagsterRun, day: str) -> bool:
     return bool(start and end and start <= day <= end)
 
 
-def data_readiness(instance: dg.DagsterInstance, day: str, data_job: str = "data_cycle") -> tuple[str, str]:
+def data_readiness(instance: dg.DagsterInstance, day: str) -> tuple[str, str]:
     """("ready" | "pending" | "blocked", why) for the alpha cycle of `day`."""
     missing = [key for key in DATA_ASSETS if day not in instance.get_materialized_partitions(dg.AssetKey(key))]
     if missing:
         return "pending", f"{day}: not yet materialised: {', '.join(missing)}"
+    # The newest finished run covering the day that evaluated blocking checks, whatever its
+    # job: the data_cycle job, a backfill, or "Materialize" in the UI (__ASSET_JOB).
     runs = instance.get_runs(
-        filters=dg.RunsFilter(job_name=data_job, statuses=[dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE]),
-        limit=200,
+        filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE]), limit=300
     )
-    run = next((r for r in runs if _covers(r, day)), None)
-    if run is None:
-        return "ready", f"{day}: materialised (no data-cycle run found to read checks from)"
-    failed = []
-    for record in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION):
-        evaluation = record.dagster_event.event_specific_data
-        if evaluation.check_name in BLOCKING_CHECKS and not evaluation.passed:
-            failed.append(f"{evaluation.asset_key.to_user_string()}:{evaluation.check_name}")
-    if failed:
-        return "blocked", f"{day}: blocking check(s) failed in run {run.run_id}: {', '.join(sorted(failed))}"
-    return "ready", f"{day}: data cycle run {run.run_id} passed its blocking checks"
+    for run in runs:
+        if not _covers(run, day):
+            continue
+        evaluated, failed = False, []
+        for record in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION):
+            evaluation = record.dagster_event.event_specific_data
+            if evaluation.check_name in BLOCKING_CHECKS:
+                evaluated = True
+                if not evaluation.passed:
+                    failed.append(f"{evaluation.asset_key.to_user_string()}:{evaluation.check_name}")
+        if not evaluated:
+            continue
+        if failed:
+            return "blocked", f"{day}: blocking check(s) failed in run {run.run_id}: {', '.join(sorted(failed))}"
+        return "ready", f"{day}: run {run.run_id} passed its blocking checks"
+    return "pending", f"{day}: materialised, but no run has evaluated its blocking checks yet"
 
 
 def build_alpha_sensor(alpha_job, partitions_def: dg.TimeWindowPartitionsDefinition) -> dg.SensorDefinition:

@@ -11,11 +11,11 @@ import argparse
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
 
+from quant_assets.cli_observability import add_commands, add_dvc_flag, record_with_dvc
 from quant_resources.errors import QuantError
 from quant_resources.runtime import prepare_process
 
@@ -60,6 +60,8 @@ def cmd_data(args: argparse.Namespace) -> int:
     settings = get_settings()
     day = runner.parse_day(args.date) if args.date else latest_complete_day()
     _print_data_summary(runner.run_data(settings, day))
+    if args.dvc:
+        record_with_dvc(settings)
     return 0
 
 
@@ -71,6 +73,8 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     start, end = runner.parse_day(args.start, "start"), runner.parse_day(args.end, "end")
     print(f"backfill {start}..{end} as one run (progress below)", flush=True)
     _print_data_summary(runner.run_backfill(settings, start, end))
+    if args.dvc:
+        record_with_dvc(settings)
     return 0
 
 
@@ -89,6 +93,8 @@ def cmd_production(args: argparse.Namespace) -> int:
         else:
             print(f"catching up {start}..{end} as one run", flush=True)
             _print_data_summary(runner.run_backfill(settings, start, end))
+    if args.dvc:  # before the alpha cycle, so its manifest names the DVC version it read
+        record_with_dvc(settings)
     summary = runner.run_alpha(settings, day, objective=args.objective)
     _print_alpha_summary(summary, runner.alpha_report(settings, summary.run_id))
     return 0
@@ -148,18 +154,17 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
     workspace = PROJECT_ROOT / "workspace.yaml"
     command = [sys.executable, "-m", "dagster", "dev", "-w", str(workspace), "-h", args.host, "-p", str(args.port)]
-    print(f"Dagster UI: http://{args.host}:{args.port}  (DAGSTER_HOME={os.environ['DAGSTER_HOME']}); Ctrl-C stops it", flush=True)
-    # Its own session, default signal handling: a plain `kill PID` stops it and its children.
-    process = subprocess.Popen(command, start_new_session=True, preexec_fn=_default_signals)
-    try:
-        return process.wait()
-    except KeyboardInterrupt:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-        return 0
+    print(
+        f"Dagster UI: http://{args.host}:{args.port}  (DAGSTER_HOME={os.environ['DAGSTER_HOME']}); "
+        f"Ctrl-C or `kill {os.getpid()}` stops it",
+        flush=True,
+    )
+    # Become `dagster dev` (same PID) with default signal handling, even when started in
+    # the background by a shell that ignores SIGINT/SIGTERM: a plain `kill PID` then stops
+    # it, and dagster dev stops its web server and daemon.
+    _default_signals()
+    os.execv(sys.executable, command)
+    return 0  # not reached
 
 
 def _default_signals() -> None:
@@ -173,17 +178,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("data", help="run the data cycle for one day (default: the newest complete day)")
     p.add_argument("--date", help="partition day, YYYY-MM-DD")
+    add_dvc_flag(p)
     p.set_defaults(func=cmd_data)
 
     p = sub.add_parser("backfill", help="run the data cycle over a date range as one run")
     p.add_argument("--start", required=True)
     p.add_argument("--end", required=True)
+    add_dvc_flag(p)
     p.set_defaults(func=cmd_backfill)
 
     objectives = ["min_variance", "max_sharpe", "risk_parity", "hrp", "equal_weight"]
     p = sub.add_parser("production", help="catch the lakehouse up to the newest complete day, then the alpha cycle")
     p.add_argument("--date", help="run as of this day instead of the newest complete day")
     p.add_argument("--objective", choices=objectives)
+    add_dvc_flag(p)
     p.set_defaults(func=cmd_production)
 
     p = sub.add_parser("alpha", help="run the alpha cycle for one day on the lakehouse as it is (no network)")
@@ -201,6 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=3000)
     p.set_defaults(func=cmd_ui)
+
+    add_commands(sub)  # reproduce, champion, pull, mlflow-ui
     return parser
 
 

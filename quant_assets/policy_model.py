@@ -19,7 +19,7 @@ class SelectionPolicy(mlflow.pyfunc.PythonModel):
     def load_context(self, context):
         self.parameters = dict(context.model_config or {})
 
-    def predict(self, context, model_input, params=None):
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         returns = model_input if isinstance(model_input, pl.DataFrame) else pl.from_pandas(pd.DataFrame(model_input))
         return policy_weights(returns, self.parameters).to_pandas()
 

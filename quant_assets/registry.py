@@ -174,7 +174,7 @@ def policy_report(tracking_uri: str, name: str = MODEL_NAME) -> dict[str, Any]:
         except MlflowException:
             report[alias] = None
             continue
-        model = mlflow_model_config(version.source)
+        model = policy_parameters(client, version.source)
         report[alias] = {
             "version": int(version.version),
             "mlflow_run_id": version.run_id or version.tags.get("mlflow_run_id"),
@@ -188,12 +188,14 @@ def policy_report(tracking_uri: str, name: str = MODEL_NAME) -> dict[str, Any]:
     return report
 
 
-def mlflow_model_config(model_uri: str) -> dict[str, Any]:
-    """The `model_config` (the policy parameters) stored with a logged model."""
+def policy_parameters(client: Any, model_uri: str) -> dict[str, Any]:
+    """The policy parameters (the pyfunc `model_config`) of a registered version's model."""
     from mlflow.models import Model
 
     try:
-        return dict(Model.load(model_uri).model_config or {})
+        logged = client.get_logged_model(model_uri.removeprefix("models:/"))
+        flavor = Model.load(logged.artifact_location).flavors["python_function"]
+        return dict(flavor.get("config") or {})
     except Exception:  # noqa: BLE001 - a report shows what it can
         return {}
 

@@ -46,10 +46,8 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ("candidates", "ohlcv", "tv_technicals_1d")
 ALPHA = ("run_snapshot", "returns_matrix", "selected_winners", "portfolio_weights", "backtest")
 RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
-# Without it a launched run uses Dagster's default multiprocess executor: one Python
-# process per step, about 10x slower for these small runs. A user sets the same in the
-# launchpad; the behaviour under test (how many runs, what they write) does not change.
-IN_PROCESS = {"execution": {"config": {"in_process": {}}}}
+# The code location's executor runs the steps of a run in one process; no run config needed.
+IN_PROCESS: dict = {}
 LOG = logging.getLogger("test_backfills")
 
 
@@ -85,7 +83,9 @@ def submit_backfill(instance, context, assets: tuple[str, ...], days: list[str])
     return backfill.backfill_id
 
 
-def run_daemons_until_done(instance, context, backfill_id: str, timeout: float = 240.0) -> PartitionBackfill:
+def run_daemons_until_done(
+    instance, context, backfill_id: str, timeout: float = 240.0
+) -> PartitionBackfill:
     queue = QueuedRunCoordinatorDaemon(interval_seconds=1)
     deadline = time.monotonic() + timeout
     try:
@@ -93,8 +93,11 @@ def run_daemons_until_done(instance, context, backfill_id: str, timeout: float =
             list(execute_backfill_iteration(context, LOG))
             list(queue.run_iteration(context))
             backfill = instance.get_backfill(backfill_id)
-            print("DBG", round(time.monotonic() - deadline + timeout, 1), backfill.status, [(r.tags.get("dagster/partition"), r.status.value) for r in backfill_runs(instance, backfill_id)], flush=True)
-            if backfill.status not in (BulkActionStatus.REQUESTED, BulkActionStatus.CANCELING, BulkActionStatus.FAILING):
+            if backfill.status not in (
+                BulkActionStatus.REQUESTED,
+                BulkActionStatus.CANCELING,
+                BulkActionStatus.FAILING,
+            ):
                 return backfill
             time.sleep(0.5)
     finally:
@@ -113,7 +116,11 @@ def materialized_in(instance, run_id: str) -> set[str]:
 
 
 def file_hashes(folder: Path) -> dict[str, str]:
-    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def days_between(start: dt.date, end: dt.date) -> list[str]:
@@ -126,8 +133,11 @@ def test_history_backfill_of_the_data_cycle_is_one_run_with_complete_files(tmp_p
     data_dir = tmp_path / "data"
     days = days_between(start, end)
     with daemon_workspace(
-        monkeypatch, QUANT_DATA_DIR=str(data_dir), QUANT_HISTORY_START=start.isoformat(),
-        QUANT_UNIVERSE="small", QUANT_SYNTHETIC_SYMBOLS="30",
+        monkeypatch,
+        QUANT_DATA_DIR=str(data_dir),
+        QUANT_HISTORY_START=start.isoformat(),
+        QUANT_UNIVERSE="small",
+        QUANT_SYNTHETIC_SYMBOLS="30",
     ) as (instance, context):
         backfill_id = submit_backfill(instance, context, DATA, days)
         backfill = run_daemons_until_done(instance, context, backfill_id)
@@ -141,33 +151,57 @@ def test_history_backfill_of_the_data_cycle_is_one_run_with_complete_files(tmp_p
             assert instance.get_materialized_partitions(dg.AssetKey(asset)) == set(days), asset
         evaluations = {
             e.dagster_event.event_specific_data.check_name: e.dagster_event.event_specific_data.passed
-            for e in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)
+            for e in instance.all_logs(
+                run.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION
+            )
         }
-        assert set(evaluations) == {"ohlcv_schema", "ohlcv_toxic_free", "ohlcv_gaps", "ohlcv_freshness", "features_l2"}
-        assert evaluations["ohlcv_schema"] and evaluations["ohlcv_toxic_free"] and evaluations["features_l2"]
+        assert set(evaluations) == {
+            "ohlcv_schema",
+            "ohlcv_toxic_free",
+            "ohlcv_gaps",
+            "ohlcv_freshness",
+            "features_l2",
+        }
+        assert (
+            evaluations["ohlcv_schema"]
+            and evaluations["ohlcv_toxic_free"]
+            and evaluations["features_l2"]
+        )
 
     # Complete files: a candidates list per day, and per symbol every session of the window
     # in its Parquet file and in the feature store, except what the catalog accounts for.
     for day in days:
-        assert json.loads((data_dir / "export" / day / "candidates.json").read_text())["candidates"], day
+        assert json.loads((data_dir / "export" / day / "candidates.json").read_text())[
+            "candidates"
+        ], day
     catalog = json.loads((data_dir / "lakehouse" / "catalog.json").read_text())
     assert catalog["symbols"] and not catalog.get("errors")
-    features = read_features(data_dir / "lakehouse" / "features" / "tv_technicals_1d", start=start, end=end)
+    features = read_features(
+        data_dir / "lakehouse" / "features" / "tv_technicals_1d", start=start, end=end
+    )
     for key, entry in catalog["symbols"].items():
         bars = pl.read_parquet(data_dir / "lakehouse" / entry["file"])
-        held = {dt.date(1970, 1, 1) + dt.timedelta(days=int(ts) // 86400) for ts in bars["timestamp"]}
-        first = first_session_on_or_after(max(start, dt.date.fromisoformat(entry["genesis_date"])), entry["calendar"])
+        held = {
+            dt.date(1970, 1, 1) + dt.timedelta(days=int(ts) // 86400) for ts in bars["timestamp"]
+        }
+        first = first_session_on_or_after(
+            max(start, dt.date.fromisoformat(entry["genesis_date"])), entry["calendar"]
+        )
         last = last_session_on_or_before(end, entry["calendar"])
         expected = {
             first + dt.timedelta(days=i)
             for i in range((last - first).days + 1)
             if entry["calendar"] == "24/7" or (first + dt.timedelta(days=i)).weekday() < 5
         }
-        explained = {dt.date.fromisoformat(d) for kind in entry.get("dropped", {}).values() for d in kind}
+        explained = {
+            dt.date.fromisoformat(d) for kind in entry.get("dropped", {}).values() for d in kind
+        }
         for gap in entry.get("gaps", []):
             g0, g1 = dt.date.fromisoformat(gap["start"]), dt.date.fromisoformat(gap["end"])
             explained |= {g0 + dt.timedelta(days=i) for i in range((g1 - g0).days + 1)}
-        assert expected - explained <= held, f"{key}: sessions missing {sorted(expected - explained - held)}"
+        assert expected - explained <= held, (
+            f"{key}: sessions missing {sorted(expected - explained - held)}"
+        )
         assert bars.height == entry["rows"] and bars["timestamp"].is_sorted()
         assert bars.filter(pl.col("timestamp") >= date_to_ts(start)).height == len(held & expected)
         feature_days = set(features.filter(pl.col("symbol") == key)["date"].to_list())
@@ -177,18 +211,29 @@ def test_history_backfill_of_the_data_cycle_is_one_run_with_complete_files(tmp_p
 def test_alpha_backfill_is_one_run_per_day_and_fetches_nothing(tmp_path, monkeypatch):
     today = dt.datetime.now(dt.UTC).date()
     start, end = today - dt.timedelta(days=400), today - dt.timedelta(days=1)
-    settings = Settings(data_dir=tmp_path / "data", history_start=start, synthetic_symbols=30, universe="small", freshness_hours=1e6)
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        history_start=start,
+        synthetic_symbols=30,
+        universe="small",
+        freshness_hours=1e6,
+    )
     days = days_between(end - dt.timedelta(days=2), end)
-    T0 = time.monotonic()
-    with FakeBinance([], today=end) as trap, daemon_workspace(
-        monkeypatch, QUANT_DATA_DIR=str(settings.data_dir), QUANT_HISTORY_START=start.isoformat(),
-        QUANT_UNIVERSE="small", QUANT_SOURCE="binance", QUANT_BINANCE_BASE_URL=trap.base_url,
-    ) as (instance, context):
+    # Any fetch would go to this loopback trap: the alpha side must never call it.
+    with (
+        FakeBinance([], today=end) as trap,
+        daemon_workspace(
+            monkeypatch,
+            QUANT_DATA_DIR=str(settings.data_dir),
+            QUANT_HISTORY_START=start.isoformat(),
+            QUANT_UNIVERSE="small",
+            QUANT_SOURCE="binance",
+            QUANT_BINANCE_BASE_URL=trap.base_url,
+        ) as (instance, context),
+    ):
         # The lakehouse as the data cycle leaves it (on an in-memory instance: 400 days of
         # partition events cost a minute in sqlite and prove nothing here).
-        print("DBG-ws", time.monotonic() - T0, flush=True)
         assert run_data_job(settings, start, end).success
-        print("DBG-data", time.monotonic() - T0, flush=True)
         lakehouse_before = file_hashes(settings.data_dir / "lakehouse")
 
         backfill_id = submit_backfill(instance, context, ALPHA, days)

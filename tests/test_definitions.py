@@ -11,7 +11,11 @@ from quant_assets.definitions import build_definitions
 from quant_resources.settings import Settings
 
 GROUPS = {"data", "alpha", "maintenance"}
-OWNERS = {"data": "team:data-platform", "maintenance": "team:data-platform", "alpha": "team:quant-research"}
+OWNERS = {
+    "data": "team:data-platform",
+    "maintenance": "team:data-platform",
+    "alpha": "team:quant-research",
+}
 
 # Assets of the data and alpha groups that carry no asset check, and why.
 UNCHECKED = {
@@ -46,8 +50,14 @@ def asset_nodes(graph):
 
 def test_the_whole_code_location_resolves(defs):
     repository = defs.get_repository_def()  # builds every job, schedule and sensor
-    assert {"data_cycle", "alpha_cycle", "gap_repair_job", "data_audit_job"} <= set(repository.job_names)
-    assert {s.name for s in repository.schedule_defs} == {"data_cycle_daily", "gap_repair_weekly", "data_audit_weekly"}
+    assert {"data_cycle", "alpha_cycle", "gap_repair_job", "data_audit_job"} <= set(
+        repository.job_names
+    )
+    assert {s.name for s in repository.schedule_defs} == {
+        "data_cycle_daily",
+        "gap_repair_weekly",
+        "data_audit_weekly",
+    }
     assert {s.name for s in repository.sensor_defs} == {"alpha_after_data"}
 
 
@@ -56,7 +66,9 @@ def test_every_asset_has_group_description_kinds_owners_and_code_version(graph):
     assert len(nodes) == 10, sorted(nodes)
     for name, node in nodes.items():
         assert node.group_name in GROUPS, name
-        assert node.description and len(node.description) >= 60, f"{name}: say what it is and where it lands"
+        assert node.description and len(node.description) >= 60, (
+            f"{name}: say what it is and where it lands"
+        )
         assert node.kinds, f"{name}: no kinds"
         assert node.owners == [OWNERS[node.group_name]], f"{name}: owners {node.owners}"
         if node.is_materializable:  # computed here (not an external source)
@@ -72,7 +84,9 @@ def test_every_data_and_alpha_asset_has_a_check_or_a_stated_reason(graph):
         if name in UNCHECKED:
             assert name not in checked, f"{name} has checks now: drop it from UNCHECKED"
         else:
-            assert name in checked, f"{name} ({node.group_name}) has no asset check and no reason in UNCHECKED"
+            assert name in checked, (
+                f"{name} ({node.group_name}) has no asset check and no reason in UNCHECKED"
+            )
     assert set(UNCHECKED) <= set(nodes)
 
 
@@ -95,7 +109,9 @@ def test_the_sensor_names_checks_and_assets_that_exist(graph):
 def test_alpha_assets_carry_their_artifact_name_and_data_assets_backfill_as_one_run(graph):
     for name, node in asset_nodes(graph).items():
         if node.group_name == "alpha":
-            assert node.metadata.get("artifact"), f"{name}: the file it writes in data/runs/{{run_id}}/"
+            assert node.metadata.get("artifact"), (
+                f"{name}: the file it writes in data/runs/{{run_id}}/"
+            )
             assert node.backfill_policy is None, f"{name}: an alpha backfill is one run per day"
         if node.group_name == "data":
             assert node.backfill_policy == dg.BackfillPolicy.single_run(), name

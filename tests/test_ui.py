@@ -9,6 +9,7 @@ docs/ui_asset_graph.png (the README's picture); normal runs never touch tracked 
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
 import itertools
 import json
@@ -127,25 +128,27 @@ def _stop(process: subprocess.Popen, timeout: float = 30.0) -> bool:
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    try:
+    with contextlib.suppress(subprocess.TimeoutExpired):
         process.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        pass
     while _group_alive(process.pid) and time.monotonic() < deadline:
         time.sleep(0.2)
     clean = process.poll() is not None and not _group_alive(process.pid)
     if not clean:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         process.wait(timeout=10)
     return clean
 
 
 def _env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("QUANT_", "DAGSTER_"))}
-    env.update({"DAGSTER_DISABLE_TELEMETRY": "1", "DO_NOT_TRACK": "true", "MLFLOW_DISABLE_TELEMETRY": "true"})
+    env.update(
+        {
+            "DAGSTER_DISABLE_TELEMETRY": "1",
+            "DO_NOT_TRACK": "true",
+            "MLFLOW_DISABLE_TELEMETRY": "true",
+        }
+    )
     env.update(extra)
     return env
 
@@ -158,6 +161,7 @@ class UiServer:
     start: dt.date
     end: dt.date
     run_id: str
+    data_dir: Path
 
     def graphql(self, query: str) -> dict:
         request = urllib.request.Request(
@@ -179,9 +183,13 @@ def _wait_until_ready(server: UiServer, timeout: float = 90.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
-            pytest.fail(f"the web server exited with {server.process.returncode}:\n{server.log_tail()}")
+            pytest.fail(
+                f"the web server exited with {server.process.returncode}:\n{server.log_tail()}"
+            )
         try:
-            data = server.graphql("{ repositoriesOrError { __typename ... on RepositoryConnection { nodes { name } } } }")
+            data = server.graphql(
+                "{ repositoriesOrError { __typename ... on RepositoryConnection { nodes { name } } } }"
+            )
             if data["repositoriesOrError"].get("nodes"):
                 return
         except (OSError, urllib.error.URLError):
@@ -205,7 +213,11 @@ def ui_server(tmp_path_factory):
     )
     backfill = subprocess.run(
         [str(BIN / "quant"), "backfill", "--start", start.isoformat(), "--end", end.isoformat()],
-        cwd=root, env=env, capture_output=True, text=True, timeout=300,
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert backfill.returncode == 0, backfill.stderr[-3000:]
     run_id = re.search(r"data cycle \S+: run ([0-9a-f-]{36})", backfill.stdout).group(1)
@@ -214,11 +226,24 @@ def ui_server(tmp_path_factory):
     log = root / "webserver.log"
     with log.open("wb") as sink:
         process = subprocess.Popen(
-            [str(BIN / "dagster-webserver"), "-w", str(ROOT / "workspace.yaml"), "-h", "127.0.0.1", "-p", str(port)],
-            cwd=root, env=env, stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True, preexec_fn=_default_signals,
+            [
+                str(BIN / "dagster-webserver"),
+                "-w",
+                str(ROOT / "workspace.yaml"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(port),
+            ],
+            cwd=root,
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=_default_signals,
         )
-    server = UiServer(f"http://127.0.0.1:{port}", process, log, start, end, run_id)
+    server = UiServer(f"http://127.0.0.1:{port}", process, log, start, end, run_id, root / "data")
     try:
         _wait_until_ready(server)
         yield server
@@ -234,7 +259,12 @@ def test_graphql_lists_every_asset_check_schedule_and_sensor(ui_server):
         checks = nodes[asset]["assetChecksOrError"]
         assert checks["__typename"] == "AssetChecks", checks
         assert {c["name"] for c in checks["checks"]} == expected, asset
-    blocking = {c["name"] for n in nodes.values() for c in n["assetChecksOrError"]["checks"] if c["blocking"]}
+    blocking = {
+        c["name"]
+        for n in nodes.values()
+        for c in n["assetChecksOrError"]["checks"]
+        if c["blocking"]
+    }
     assert {"ohlcv_schema", "ohlcv_toxic_free", "features_l2"} <= blocking
 
     # The two weeks of the backfill are materialised, and nothing else.
@@ -253,7 +283,10 @@ def test_graphql_lists_every_asset_check_schedule_and_sensor(ui_server):
     assert schedules["data_cycle_daily"]["cronSchedule"] == "0 1 * * *"
     assert {s["scheduleState"]["status"] for s in schedules.values()} == {"RUNNING"}
     sensors = {s["name"]: s for s in repository["sensors"]}
-    assert set(sensors) == SENSORS and sensors["alpha_after_data"]["sensorState"]["status"] == "RUNNING"
+    assert (
+        set(sensors) == SENSORS
+        and sensors["alpha_after_data"]["sensorState"]["status"] == "RUNNING"
+    )
     # dagster.yaml (nux: enabled: false) keeps the "Join the Dagster community" dialog away.
     assert data["shouldShowNux"] is False
 
@@ -288,7 +321,9 @@ class DevTools:
         return self.evaluate("document.body ? document.body.innerText : ''") or ""
 
     def screenshot(self, path: Path) -> Path:
-        path.write_bytes(base64.b64decode(self.call("Page.captureScreenshot", format="png")["data"]))
+        path.write_bytes(
+            base64.b64decode(self.call("Page.captureScreenshot", format="png")["data"])
+        )
         return path
 
     def close(self) -> None:
@@ -307,22 +342,31 @@ DISMISS_NUX = """
 
 
 def _chromium() -> str | None:
-    return shutil.which("chromium") or (os.path.exists("/usr/bin/chromium") and "/usr/bin/chromium") or None
+    return (
+        shutil.which("chromium")
+        or (os.path.exists("/usr/bin/chromium") and "/usr/bin/chromium")
+        or None
+    )
 
 
 @pytest.fixture
 def browser(tmp_path):
     binary = _chromium()
     if binary is None:
-        reason = "Debian's chromium is not installed (apt-get install -y chromium); .ci/run installs it"
+        reason = (
+            "Debian's chromium is not installed (apt-get install -y chromium); .ci/run installs it"
+        )
         if os.environ.get("CI"):
             pytest.fail(reason)
         pytest.skip(reason)
     profile = Path(tempfile.mkdtemp(prefix="chromium-profile-", dir=tmp_path))
     process = subprocess.Popen(
         [binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "about:blank"],
-        stdout=subprocess.DEVNULL, stderr=(tmp_path / "chromium.log").open("wb"), stdin=subprocess.DEVNULL,
-        start_new_session=True, preexec_fn=_default_signals,
+        stdout=subprocess.DEVNULL,
+        stderr=(tmp_path / "chromium.log").open("wb"),
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+        preexec_fn=_default_signals,
     )
     tools = None
     try:
@@ -330,13 +374,22 @@ def browser(tmp_path):
         deadline = time.monotonic() + 30
         while not (active.exists() and len(active.read_text().splitlines()) >= 2):
             if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail("Chromium did not start: " + (tmp_path / "chromium.log").read_text(errors="replace")[-2000:])
+                pytest.fail(
+                    "Chromium did not start: "
+                    + (tmp_path / "chromium.log").read_text(errors="replace")[-2000:]
+                )
             time.sleep(0.1)
         port = active.read_text().splitlines()[0]
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10) as response:
             targets = json.load(response)
         tools = DevTools(next(t["webSocketDebuggerUrl"] for t in targets if t["type"] == "page"))
-        tools.call("Emulation.setDeviceMetricsOverride", width=1600, height=1000, deviceScaleFactor=1, mobile=False)
+        tools.call(
+            "Emulation.setDeviceMetricsOverride",
+            width=1600,
+            height=1000,
+            deviceScaleFactor=1,
+            mobile=False,
+        )
         yield tools
     finally:
         if tools is not None:
@@ -365,7 +418,14 @@ def test_chromium_renders_the_asset_graph_and_the_ohlcv_page(ui_server, browser,
     _wait_for(browser, ["Global asset lineage", "data", "alpha", "maintenance"])
     # The lineage opens with groups collapsed; Alt+E is its "expand all groups" shortcut.
     for kind in ("rawKeyDown", "keyUp"):
-        browser.call("Input.dispatchKeyEvent", type=kind, modifiers=1, key="e", code="KeyE", windowsVirtualKeyCode=69)
+        browser.call(
+            "Input.dispatchKeyEvent",
+            type=kind,
+            modifiers=1,
+            key="e",
+            code="KeyE",
+            windowsVirtualKeyCode=69,
+        )
     _wait_for(browser, list(ASSETS))
     time.sleep(1.5)  # let the graph finish its zoom-to-fit before the picture
     graph_png = browser.screenshot(tmp_path / "asset_graph.png")
@@ -375,9 +435,19 @@ def test_chromium_renders_the_asset_graph_and_the_ohlcv_page(ui_server, browser,
 
     browser.call("Page.navigate", url=f"{ui_server.url}/assets/ohlcv")
     window = f"{ui_server.start.isoformat()}..{ui_server.end.isoformat()}"
-    text = _wait_for(browser, ["ohlcv", "Latest materialization", ui_server.end.isoformat(), window, "Latest check results"])
+    text = _wait_for(
+        browser,
+        [
+            "ohlcv",
+            "Latest materialization",
+            ui_server.end.isoformat(),
+            window,
+            "Latest check results",
+        ],
+    )
     # The metadata of the latest materialisation is on the page: the window and the ingest counts.
     assert "rows_fetched" in text and "quality_score_median" in text
+    assert str(ui_server.data_dir / "lakehouse" / "ohlcv") in text  # where the files are
     assert "data_cycle" in text and "data-platform" in text  # its job and owner
     asset_png = browser.screenshot(tmp_path / "ohlcv_asset.png")
     assert asset_png.stat().st_size > 20_000
@@ -386,11 +456,14 @@ def test_chromium_renders_the_asset_graph_and_the_ohlcv_page(ui_server, browser,
 def test_a_plain_kill_stops_the_server_and_its_children(ui_server):
     """Last in this module: it stops the shared server the way a user's `kill PID` would."""
     members = [
-        int(p.name) for p in Path("/proc").iterdir()
+        int(p.name)
+        for p in Path("/proc").iterdir()
         if p.name.isdigit() and _pgid(int(p.name)) == ui_server.process.pid
     ]
     assert len(members) >= 2, "expected the web server and its code server in one session"
-    assert _stop(ui_server.process), f"processes of the server outlived a plain kill:\n{ui_server.log_tail()}"
+    assert _stop(ui_server.process), (
+        f"processes of the server outlived a plain kill:\n{ui_server.log_tail()}"
+    )
 
 
 def _pgid(pid: int) -> int | None:

@@ -39,6 +39,7 @@ from quant_assets.contracts import (
 )
 from quant_assets.observability import mirror_audit, rank_policy, register_policy
 from quant_assets.partitions import window_dates
+from quant_assets.versioning import recorded_lakehouse_md5
 from quant_resources.io_managers import Artifact, LakehouseView
 from quant_resources.settings import PROJECT_ROOT, Settings
 
@@ -190,7 +191,9 @@ def build_alpha_assets(settings: Settings, partitions_def: dg.PartitionsDefiniti
             "lakehouse_fingerprint": fingerprint(described),
             "feature_store_version": delta_version,
             "git_revision": git_revision(PROJECT_ROOT),
-            "dvc_lakehouse_md5": dvc_lakehouse_md5(ohlcv),
+            # The DVC version the run read: dvc.lock's, when the files it used are that version.
+            "dvc_lakehouse_md5": dvc_lakehouse_md5(ohlcv)
+            or recorded_lakehouse_md5(ohlcv.data_dir, {f"ohlcv/{n}": b for n, b in contents.items()}),
         }
         context.add_output_metadata(
             {

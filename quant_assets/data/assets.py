@@ -80,7 +80,7 @@ def symbols_to_ingest(
     for key, entry in catalog["symbols"].items():
         if key not in wanted:
             wanted[key] = by_key.get(key) or _info_from_entry(entry)
-    for key, error in catalog.get("errors", {}).items():
+    for key in catalog.get("errors", {}):
         if key not in wanted and key in by_key:
             wanted[key] = by_key[key]
     return [wanted[k] for k in sorted(wanted)]

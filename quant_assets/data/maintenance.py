@@ -243,7 +243,7 @@ def audit_lakehouse(
             if reconcile:
                 gaps = detect_gaps(ts.to_numpy(), calendar_for(entry.get("asset_class", "equity")), settings.gap_threshold_days)
                 fixes[key] = {**entry, **actual, "gaps": [g.to_record() for g in gaps], "file_mtime_ns": path.stat().st_mtime_ns}
-    for key, entry in catalog["symbols"].items():
+    for key in catalog["symbols"]:
         if key not in seen:
             report.missing_files.append(key)
     previous = read_json(audit_path(lakehouse), default={}) or {}

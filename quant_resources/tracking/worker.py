@@ -28,7 +28,6 @@ import shutil
 import signal
 import sqlite3
 import threading
-import traceback
 from pathlib import Path
 from typing import Any
 
@@ -125,8 +124,8 @@ class _Session(threading.Thread):
 
     def _fail(self, op: str, exc: BaseException) -> None:
         self.failed = True
-        detail = "".join(traceback.format_exception_only(type(exc), exc)).strip().splitlines()
-        message = detail[-1] if detail else type(exc).__name__
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        message = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
         self._reply("error", {"op": op, "message": message[:500]})
 
     def _open(self, payload: dict[str, Any]) -> None:

@@ -1,7 +1,6 @@
 """Fixtures of the reliability suite."""
 
 import pytest
-
 from reliability_kit import Exports
 
 

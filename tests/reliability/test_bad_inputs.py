@@ -7,8 +7,8 @@ import datetime as dt
 
 import polars as pl
 import pytest
-
 from reliability_kit import END, START, good_bars
+
 from quant_assets.contracts import enforce, ohlcv_schema
 from quant_resources.errors import InvalidSymbolError
 from quant_resources.schema import SymbolInfo, date_to_ts
@@ -173,7 +173,7 @@ def test_empty_file_is_a_clear_error(exports):
 
 
 def test_csv_not_utf8_is_a_clear_error(exports):
-    text = "Date,Open,High,Low,Close,Volume\n2024-01-21,1,1,1,1,1\n".encode() + "caf\xe9\n".encode("latin-1")
+    text = b"Date,Open,High,Low,Close,Volume\n2024-01-21,1,1,1,1,1\n" + "caf\xe9\n".encode("latin-1")
     reason = _known_symbol_then_broken(exports, text)
     assert "utf-8" in reason.lower()
 

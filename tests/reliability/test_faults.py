@@ -135,8 +135,7 @@ def test_a_failed_run_reexecuted_from_failure_runs_only_what_failed(tmp_path, mo
     table.write_text("not a Delta table")  # the feature step cannot write here
     with dg.instance_for_test() as instance:
         job = dg.reconstructable(data_job)
-        in_process = {"execution": {"config": {"in_process": {}}}}
-        first = dg.execute_job(job, instance, run_config=in_process, tags={"dagster/partition": "2024-01-10"}, raise_on_error=False)
+        first = dg.execute_job(job, instance, tags={"dagster/partition": "2024-01-10"}, raise_on_error=False)
         assert not first.success
         failed = {e.step_key for e in first.all_events if e.is_step_failure}
         assert failed == {"tv_technicals_1d"}

@@ -1,0 +1,283 @@
+"""`quant reproduce RUN_ID`: re-run a past alpha run on the lakehouse it read; compare outputs.
+
+1. Read the run folder: `manifest.json` (as-of day, snapshot parameters, every snapshot
+   file's sha256, DVC version), `selection.json`, `optimization.json`, `backtest.json`.
+2. Restore that lakehouse into a temporary workspace:
+   - **dvc**: the manifest's `dvc_lakehouse_md5`, checked out from the project's DVC cache
+     (its default remote for what the cache lacks), used only when each snapshot file it
+     holds has the manifest's sha256;
+   - **snapshot**: otherwise the run's own copies (`data/` of the run folder), with a
+     catalog rebuilt from the manifest. A candidate the run excluded for a level shift
+     gets an empty stand-in file: the snapshot plan checks it exists, never reads it.
+   Either way `candidates.json` of the day is rebuilt from the manifest: the run planned
+   exactly its snapshot files plus its exclusions.
+3. Re-run the alpha cycle for the as-of day with the recorded run config (snapshot,
+   selection, optimisation, backtest), on an ephemeral Dagster instance, tracking off.
+4. Compare the two run folders file by file:
+   - by sha256 of the bytes: every file but the two below (returns_matrix.parquet,
+     selection.json, optimization.json, weights.parquet, backtest.json, the plots, each
+     snapshot file under data/);
+   - `manifest.json` on its content fields (as_of, parameters, universe, files with their
+     sha256, excluded, lakehouse_fingerprint, and feature_store_version when restored with
+     DVC): run_id, created_at, git_revision and dvc_lakehouse_md5 describe the run itself;
+   - `audit.jsonl` line by line without `at`, `run_id` and `duration_s`;
+   - `.run_id` (the folder's owner) is not compared.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import polars as pl
+
+from quant_resources.errors import QuantError
+from quant_resources.io_managers import OWNER_FILE
+from quant_resources.settings import Settings
+
+MANIFEST_FIELDS = ("as_of", "parameters", "universe", "files", "excluded", "lakehouse_fingerprint")
+AUDIT_VOLATILE = ("at", "run_id", "duration_s")
+SPECIAL = {"manifest.json", "audit.jsonl", OWNER_FILE}
+REPRODUCES_TAG = "quant/reproduces"
+
+
+@dataclass
+class FileComparison:
+    name: str
+    how: str  # "bytes" or "content"
+    identical: bool
+    detail: str = ""
+
+
+@dataclass
+class Reproduction:
+    run_id: str
+    rerun_id: str
+    as_of: str
+    source: str  # "dvc" or "snapshot"
+    source_detail: str
+    workspace: Path
+    seconds: float
+    comparisons: list[FileComparison] = field(default_factory=list)
+
+    @property
+    def identical(self) -> bool:
+        return bool(self.comparisons) and all(c.identical for c in self.comparisons)
+
+    @property
+    def differences(self) -> list[FileComparison]:
+        return [c for c in self.comparisons if not c.identical]
+
+
+def reproduce(
+    settings: Settings,
+    run_id: str,
+    *,
+    keep: bool = False,
+    dvc: str | None = None,
+    instance: dg.DagsterInstance | None = None,
+) -> Reproduction:
+    """Restore, re-run and compare the alpha run `run_id` of `settings.runs_dir`."""
+    from quant_assets import runner
+    from quant_resources.symbols import validate_name
+    from quant_resources.tracking import TRACKING_TAG
+
+    original = settings.runs_dir / validate_name(run_id, "run id")
+    manifest = _read_json(original / "manifest.json", run_id)
+    as_of = dt.date.fromisoformat(manifest["as_of"])
+    workspace = Path(tempfile.mkdtemp(prefix=f"quant-reproduce-{run_id[:8]}-"))
+    try:
+        source, detail = _restore(settings, manifest, original, workspace, dvc)
+        _write_candidates(workspace / "data", manifest)
+        rerun_settings = settings.replace(
+            data_dir=workspace / "data", history_start=min(settings.history_start, as_of)
+        )
+        started = time.perf_counter()
+        summary = runner.run_alpha(
+            rerun_settings,
+            as_of,
+            overrides=recorded_run_config(original, manifest),
+            instance=instance or dg.DagsterInstance.ephemeral(),
+            tags={TRACKING_TAG: "off", REPRODUCES_TAG: run_id},
+        )
+        result = Reproduction(
+            run_id, summary.run_id, manifest["as_of"], source, detail, workspace,
+            time.perf_counter() - started,
+        )
+        result.comparisons = compare_runs(
+            original, rerun_settings.runs_dir / summary.run_id, with_features=source == "dvc"
+        )
+        return result
+    finally:
+        if not keep:
+            shutil.rmtree(workspace, ignore_errors=True)
+
+
+def recorded_run_config(run_dir: Path, manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per-asset config of the recorded run: what `runner.run_alpha(overrides=...)` takes."""
+    from quant_assets.alpha.assets import SelectionConfig
+
+    selection = _read_json(run_dir / "selection.json", run_dir.name)["parameters"]
+    optimization = _read_json(run_dir / "optimization.json", run_dir.name)["optimization"]
+    backtest = _read_json(run_dir / "backtest.json", run_dir.name)["config"]
+    return {
+        "run_snapshot": dict(manifest["parameters"]["snapshot"]),
+        "selected_winners": {k: v for k, v in selection.items() if k in SelectionConfig.model_fields},
+        "portfolio_weights": dict(optimization),
+        "backtest": dict(backtest),
+    }
+
+
+def compare_runs(original: Path, rerun: Path, *, with_features: bool) -> list[FileComparison]:
+    """Every file of either run folder, compared as the module docstring says."""
+    names = sorted(
+        {str(p.relative_to(original)) for p in original.rglob("*") if p.is_file()}
+        | {str(p.relative_to(rerun)) for p in rerun.rglob("*") if p.is_file()}
+    )
+    out = []
+    for name in names:
+        if name == OWNER_FILE:
+            continue
+        a, b = original / name, rerun / name
+        if not a.exists() or not b.exists():
+            where = "the original" if a.exists() else "the re-run"
+            out.append(FileComparison(name, "bytes", False, f"only in {where}"))
+        elif name == "manifest.json":
+            out.append(_compare_manifests(a, b, with_features))
+        elif name == "audit.jsonl":
+            out.append(_compare_audits(a, b))
+        else:
+            ha, hb = _sha256(a), _sha256(b)
+            detail = "" if ha == hb else f"sha256 {ha[:12]}… != {hb[:12]}…"
+            out.append(FileComparison(name, "bytes", ha == hb, detail))
+    return out
+
+
+def _compare_manifests(a: Path, b: Path, with_features: bool) -> FileComparison:
+    left, right = json.loads(a.read_text()), json.loads(b.read_text())
+    fields = MANIFEST_FIELDS + (("feature_store_version",) if with_features else ())
+    differing = [f for f in fields if left.get(f) != right.get(f)]
+    detail = f"content fields differ: {', '.join(differing)}" if differing else ""
+    return FileComparison("manifest.json", "content", not differing, detail)
+
+
+def _compare_audits(a: Path, b: Path) -> FileComparison:
+    def lines(path: Path) -> list[dict[str, Any]]:
+        records = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+        cleaned = [{k: v for k, v in r.items() if k not in AUDIT_VOLATILE} for r in records]
+        return sorted(cleaned, key=lambda r: (r.get("stage", ""), r.get("contract", "")))
+
+    left, right = lines(a), lines(b)
+    if left == right:
+        return FileComparison("audit.jsonl", "content", True)
+    stages = sorted({r["stage"] for r in left + right if r not in left or r not in right})
+    return FileComparison("audit.jsonl", "content", False, f"lines differ in: {', '.join(stages)}")
+
+
+# -- restoring the lakehouse ------------------------------------------------------------
+def _restore(
+    settings: Settings, manifest: dict[str, Any], run_dir: Path, workspace: Path, dvc: str | None
+) -> tuple[str, str]:
+    md5 = manifest.get("dvc_lakehouse_md5")
+    reason = "the manifest records no DVC version"
+    if md5:
+        try:
+            restored = _restore_with_dvc(settings, md5, workspace, dvc)
+            mismatched = [
+                name
+                for name, described in manifest["files"].items()
+                if not (restored / "ohlcv" / name).exists()
+                or _sha256(restored / "ohlcv" / name) != described["sha256"]
+            ]
+            if not mismatched:
+                return "dvc", f"DVC version {md5}"
+            reason = f"DVC version {md5} differs from the run's snapshot in {len(mismatched)} file(s)"
+        except QuantError as exc:
+            reason = f"DVC version {md5} could not be restored ({exc})"
+        shutil.rmtree(workspace / "data", ignore_errors=True)
+        shutil.rmtree(workspace / ".dvc", ignore_errors=True)
+    _restore_from_snapshot(manifest, run_dir, workspace / "data" / "lakehouse")
+    return "snapshot", f"the run's own snapshot files ({reason})"
+
+
+def _restore_with_dvc(settings: Settings, md5: str, workspace: Path, dvc: str | None) -> Path:
+    from quant_assets.versioning import DvcProject, restore_version
+
+    project = DvcProject.containing(settings.data_dir, dvc)
+    return restore_version(md5, workspace, project)
+
+
+def _restore_from_snapshot(manifest: dict[str, Any], run_dir: Path, lakehouse: Path) -> None:
+    ohlcv = lakehouse / "ohlcv"
+    ohlcv.mkdir(parents=True, exist_ok=True)
+    symbols: dict[str, dict[str, Any]] = {}
+    for name, described in manifest["files"].items():
+        source = run_dir / "data" / name
+        if not source.exists():
+            raise QuantError(
+                f"{source} is missing: the run folder lost its snapshot, and no DVC version "
+                "of its lakehouse could be restored"
+            )
+        shutil.copyfile(source, ohlcv / name)
+        stamps = pl.read_parquet(source, columns=["timestamp"])["timestamp"]
+        exchange, symbol = described["symbol"].split("_", 1)
+        symbols[described["symbol"]] = {
+            "exchange": exchange,
+            "symbol": symbol,
+            "asset_class": described.get("asset_class"),
+            "data_quality_score": described.get("data_quality_score"),
+            "start_date": _day(stamps.min()),
+            "end_date": _day(stamps.max()),
+            "rows": described["rows"],
+            "file": f"ohlcv/{name}",
+            "level_shifts": [],
+        }
+    for key, reason in (manifest.get("excluded") or {}).items():
+        exchange, symbol = key.split("_", 1)
+        (ohlcv / f"{key}_1d.parquet").touch()  # a stand-in: excluded files are never read
+        flagged = reason.removeprefix("level shift flagged on ").split(", ")
+        symbols[key] = {
+            "exchange": exchange,
+            "symbol": symbol,
+            "end_date": manifest["as_of"],
+            "level_shifts": flagged,
+        }
+    catalog = {"version": 1, "symbols": symbols, "errors": {}, "meta": {"rebuilt_from": "manifest"}}
+    (lakehouse / "catalog.json").write_text(json.dumps(catalog, indent=2, sort_keys=True))
+
+
+def _write_candidates(data_dir: Path, manifest: dict[str, Any]) -> None:
+    keys = sorted({d["symbol"] for d in manifest["files"].values()} | set(manifest.get("excluded") or {}))
+    document = {
+        "date": manifest["as_of"],
+        "universe": manifest.get("universe"),
+        "candidates": [dict(zip(("exchange", "symbol"), k.split("_", 1), strict=True)) for k in keys],
+    }
+    path = data_dir / "export" / manifest["as_of"] / "candidates.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(document, indent=2, sort_keys=True))
+
+
+def _read_json(path: Path, run_id: str) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise QuantError(
+            f"run {run_id}: {path} is missing; list the runs with `ls {path.parent.parent}`"
+        ) from None
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _day(timestamp: int) -> str:
+    return (dt.date(1970, 1, 1) + dt.timedelta(days=int(timestamp) // 86400)).isoformat()
