@@ -184,6 +184,30 @@ def build_entry(
     }
 
 
+def merge_and_describe(
+    lakehouse: Lakehouse,
+    info: SymbolInfo,
+    result: SanitizeResult,
+    old: dict[str, Any] | None,
+    *,
+    now: dt.datetime,
+    settings: Settings,
+) -> dict[str, Any]:
+    """Merge sanitised bars into the symbol's file and return its new catalog entry."""
+    merged = lakehouse.merge_bars(info.exchange, info.symbol, result.bars, known=result.known_file)
+    path = lakehouse.ohlcv_path(info.exchange, info.symbol)
+    return build_entry(
+        info,
+        merged,
+        result,
+        old,
+        file=str(path.relative_to(lakehouse.root)),
+        file_mtime_ns=path.stat().st_mtime_ns,
+        now=now,
+        settings=settings,
+    )
+
+
 def fetch_window(
     info: SymbolInfo, entry: dict[str, Any] | None, start: dt.date, end: dt.date, settings: Settings
 ) -> tuple[dt.date, dt.date] | None:
@@ -326,18 +350,8 @@ def _ingest_chunk(
 
     def write(item: tuple[SymbolInfo, SanitizeResult, int]) -> tuple[str, dict[str, Any], int]:
         info, result, index = item
-        old = catalog["symbols"].get(info.key)
-        merged = lakehouse.merge_bars(info.exchange, info.symbol, result.bars, known=result.known_file)
-        path = lakehouse.ohlcv_path(info.exchange, info.symbol)
-        entry = build_entry(
-            info,
-            merged,
-            result,
-            old,
-            file=str(path.relative_to(lakehouse.root)),
-            file_mtime_ns=path.stat().st_mtime_ns,
-            now=now,
-            settings=settings,
+        entry = merge_and_describe(
+            lakehouse, info, result, catalog["symbols"].get(info.key), now=now, settings=settings
         )
         return info.key, entry, index
 

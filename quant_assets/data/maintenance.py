@@ -23,7 +23,7 @@ import polars as pl
 from quant_assets.contracts import ohlcv_schema, validate
 from quant_assets.data.calendar import calendar_for
 from quant_assets.data.gaps import detect_gaps
-from quant_assets.data.ingest import PRIOR_CLOSES, build_entry
+from quant_assets.data.ingest import PRIOR_CLOSES, merge_and_describe
 from quant_assets.data.lakehouse_reads import symbol_of_file
 from quant_assets.data.sanitize import sanitize_bars
 from quant_resources.atomic import atomic_write_json, read_json
@@ -73,25 +73,19 @@ def _refetch(
 ) -> dict[str, Any]:
     raw = source.fetch_bars(info.exchange, info.symbol, lo, hi)
     raw = raw.filter(
-        (pl.col("timestamp") >= date_to_ts(lo)) & (pl.col("timestamp") < date_to_ts(hi + dt.timedelta(days=1)))
+        (pl.col("timestamp") >= date_to_ts(lo))
+        & (pl.col("timestamp") < date_to_ts(hi + dt.timedelta(days=1)))
     )
     existing = lakehouse.read_ohlcv(info.exchange, info.symbol)
     prior = np.zeros(0)
     if existing is not None and existing.height:
-        prior = existing.filter(pl.col("timestamp") < date_to_ts(lo))["close"].tail(PRIOR_CLOSES).to_numpy()
+        prior = (
+            existing.filter(pl.col("timestamp") < date_to_ts(lo))["close"]
+            .tail(PRIOR_CLOSES)
+            .to_numpy()
+        )
     result = sanitize_bars(raw, toxic_threshold=settings.toxic_threshold, prior_closes=prior)
-    merged = lakehouse.merge_bars(info.exchange, info.symbol, result.bars)
-    path = lakehouse.ohlcv_path(info.exchange, info.symbol)
-    entry = build_entry(
-        info,
-        merged,
-        result,
-        old_entry,
-        file=str(path.relative_to(lakehouse.root)),
-        file_mtime_ns=path.stat().st_mtime_ns,
-        now=now,
-        settings=settings,
-    )
+    entry = merge_and_describe(lakehouse, info, result, old_entry, now=now, settings=settings)
     if old_entry and "last_fetch" in old_entry:
         entry["last_fetch"] = old_entry["last_fetch"]  # a repair is not a fresh full fetch
     return entry
@@ -120,15 +114,45 @@ def repair_gaps(
         try:
             if missing_file:
                 lo = max(settings.history_start, info.genesis_date)
-                hi = dt.date.fromisoformat(entry["end_date"]) if entry.get("end_date") else now.date()
-                entry = _refetch(info, lo, hi, source=source, lakehouse=lakehouse, settings=settings, old_entry={**entry, "dropped": {}}, now=now)
+                hi = (
+                    dt.date.fromisoformat(entry["end_date"])
+                    if entry.get("end_date")
+                    else now.date()
+                )
+                entry = _refetch(
+                    info,
+                    lo,
+                    hi,
+                    source=source,
+                    lakehouse=lakehouse,
+                    settings=settings,
+                    old_entry={**entry, "dropped": {}},
+                    now=now,
+                )
                 report.refetched_files.append(key)
             for gap in gaps:
                 start, end = dt.date.fromisoformat(gap["start"]), dt.date.fromisoformat(gap["end"])
-                entry = _refetch(info, start, end, source=source, lakehouse=lakehouse, settings=settings, old_entry=entry, now=now)
-                still = [g for g in entry["gaps"] if g["start"] <= gap["end"] and g["end"] >= gap["start"]]
+                entry = _refetch(
+                    info,
+                    start,
+                    end,
+                    source=source,
+                    lakehouse=lakehouse,
+                    settings=settings,
+                    old_entry=entry,
+                    now=now,
+                )
+                still = [
+                    g
+                    for g in entry["gaps"]
+                    if g["start"] <= gap["end"] and g["end"] >= gap["start"]
+                ]
                 if still:
-                    annotated = {**gap, "symbol": key, "note": "source has no bars for these sessions: a real halt, left open"}
+                    annotated = {
+                        **gap,
+                        "symbol": key,
+                        "note": "source has no bars for these sessions: a real halt, left open",
+                    }
                     report.still_open.append(annotated)
                 else:
                     report.healed.append({**gap, "symbol": key})
@@ -140,7 +164,13 @@ def repair_gaps(
             entries[key] = entry
         except (QuantError, OSError) as exc:
             report.failed.append({"symbol": key, "reason": str(exc)})
-            errors[key] = {"exchange": info.exchange, "symbol": info.symbol, "file": entry.get("file", ""), "reason": str(exc), "at": now.isoformat(timespec="seconds")}
+            errors[key] = {
+                "exchange": info.exchange,
+                "symbol": info.symbol,
+                "file": entry.get("file", ""),
+                "reason": str(exc),
+                "at": now.isoformat(timespec="seconds"),
+            }
         if progress and (len(entries) + len(report.failed)) % 25 == 0:
             progress(f"repair: {len(entries) + len(report.failed)} symbols done")
     if entries or errors:
@@ -165,7 +195,13 @@ class AuditReport:
 
     @property
     def clean(self) -> bool:
-        return not (self.quarantined or self.contract_failures or self.toxic or self.catalog_mismatches or self.missing_files)
+        return not (
+            self.quarantined
+            or self.contract_failures
+            or self.toxic
+            or self.catalog_mismatches
+            or self.missing_files
+        )
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -192,7 +228,11 @@ def _sha256(path) -> str:
 
 
 def audit_lakehouse(
-    *, lakehouse: Lakehouse, settings: Settings, now: dt.datetime | None = None, reconcile: bool = True
+    *,
+    lakehouse: Lakehouse,
+    settings: Settings,
+    now: dt.datetime | None = None,
+    reconcile: bool = True,
 ) -> AuditReport:
     """Re-validate every file; quarantine unreadable ones; reconcile and report drift."""
     now = now or dt.datetime.now(dt.UTC)
@@ -212,20 +252,37 @@ def audit_lakehouse(
             target = lakehouse.quarantine_dir / f"{now.strftime('%Y%m%dT%H%M%SZ')}_{path.name}"
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(path, target)
-            report.quarantined.append({"symbol": key, "file": str(path), "moved_to": str(target), "reason": str(exc)[:300]})
+            report.quarantined.append(
+                {
+                    "symbol": key,
+                    "file": str(path),
+                    "moved_to": str(target),
+                    "reason": str(exc)[:300],
+                }
+            )
             continue
         report.rows += bars.height
         fingerprints[key] = _sha256(path)
         cases = validate(schema, bars)
         if cases is not None:
-            report.contract_failures.append({"symbol": key, "file": str(path), "failures": cases.height, "checks": sorted(set(cases["check"].cast(pl.String).to_list()))})
+            report.contract_failures.append(
+                {
+                    "symbol": key,
+                    "file": str(path),
+                    "failures": cases.height,
+                    "checks": sorted(set(cases["check"].cast(pl.String).to_list())),
+                }
+            )
         entry = catalog["symbols"].get(key)
         shifts = set(entry.get("level_shifts", [])) if entry else set()
         closes = bars["close"].to_numpy()
         if closes.size > 1:
             ratios = closes[1:] / closes[:-1] - 1.0
             for i in np.flatnonzero(ratios > settings.toxic_threshold):
-                day = (dt.date(1970, 1, 1) + dt.timedelta(days=int(bars["timestamp"][int(i) + 1]) // 86400)).isoformat()
+                day = (
+                    dt.date(1970, 1, 1)
+                    + dt.timedelta(days=int(bars["timestamp"][int(i) + 1]) // 86400)
+                ).isoformat()
                 if day not in shifts:
                     report.toxic.append({"symbol": key, "date": day, "return": float(ratios[i])})
         if entry is None:
@@ -234,15 +291,32 @@ def audit_lakehouse(
         ts = bars["timestamp"]
         actual = {
             "rows": bars.height,
-            "start_date": (dt.date(1970, 1, 1) + dt.timedelta(days=int(ts.min()) // 86400)).isoformat() if bars.height else None,
-            "end_date": (dt.date(1970, 1, 1) + dt.timedelta(days=int(ts.max()) // 86400)).isoformat() if bars.height else None,
+            "start_date": (
+                dt.date(1970, 1, 1) + dt.timedelta(days=int(ts.min()) // 86400)
+            ).isoformat()
+            if bars.height
+            else None,
+            "end_date": (
+                dt.date(1970, 1, 1) + dt.timedelta(days=int(ts.max()) // 86400)
+            ).isoformat()
+            if bars.height
+            else None,
         }
         diff = {k: (entry.get(k), v) for k, v in actual.items() if entry.get(k) != v}
         if diff:
             report.catalog_mismatches.append({"symbol": key, "catalog_vs_file": diff})
             if reconcile:
-                gaps = detect_gaps(ts.to_numpy(), calendar_for(entry.get("asset_class", "equity")), settings.gap_threshold_days)
-                fixes[key] = {**entry, **actual, "gaps": [g.to_record() for g in gaps], "file_mtime_ns": path.stat().st_mtime_ns}
+                gaps = detect_gaps(
+                    ts.to_numpy(),
+                    calendar_for(entry.get("asset_class", "equity")),
+                    settings.gap_threshold_days,
+                )
+                fixes[key] = {
+                    **entry,
+                    **actual,
+                    "gaps": [g.to_record() for g in gaps],
+                    "file_mtime_ns": path.stat().st_mtime_ns,
+                }
     for key in catalog["symbols"]:
         if key not in seen:
             report.missing_files.append(key)
@@ -257,9 +331,17 @@ def audit_lakehouse(
         lakehouse.update_catalog(entries=fixes)
     atomic_write_json(
         audit_path(lakehouse),
-        {"at": now.isoformat(timespec="seconds"), "summary": report.summary(), "fingerprints": fingerprints,
-         "quarantined": report.quarantined, "contract_failures": report.contract_failures, "toxic": report.toxic,
-         "catalog_mismatches": report.catalog_mismatches, "orphans": report.orphans, "missing_files": report.missing_files},
+        {
+            "at": now.isoformat(timespec="seconds"),
+            "summary": report.summary(),
+            "fingerprints": fingerprints,
+            "quarantined": report.quarantined,
+            "contract_failures": report.contract_failures,
+            "toxic": report.toxic,
+            "catalog_mismatches": report.catalog_mismatches,
+            "orphans": report.orphans,
+            "missing_files": report.missing_files,
+        },
     )
     return report
 
