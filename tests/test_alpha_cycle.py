@@ -174,3 +174,25 @@ def test_crypto_weekend_compounds_into_monday_on_a_business_panel():
     matrix = build_returns_matrix({"X": _bars(days, [100.0, 110.0, 121.0, 133.1])}, business_days=True)
     assert matrix["date"].to_list() == [dt.date(2024, 1, 5), dt.date(2024, 1, 8)]
     assert matrix["X"][1] == pytest.approx(0.331)
+
+
+def test_the_manifest_feature_version_reproduces_the_features_the_run_saw(lakehouse, tmp_path):
+    import shutil
+
+    from quant_assets.features.store import current_version, read_features
+
+    settings = lakehouse.replace(data_dir=tmp_path / "data")
+    shutil.copytree(lakehouse.data_dir / "lakehouse", settings.data_dir / "lakehouse")
+    shutil.copytree(lakehouse.data_dir / "export", settings.data_dir / "export")
+    result = run_alpha(settings)
+    assert result.success
+    manifest = json.loads((settings.runs_dir / result.run_id / "manifest.json").read_text())
+    table = settings.features_dir / "tv_technicals_1d"
+    seen_version = manifest["feature_store_version"]
+    assert seen_version == current_version(table)
+    seen = read_features(table)
+    # The data cycle moves on: a new day is committed as a new Delta version.
+    assert run_data_job(settings, AS_OF + dt.timedelta(days=1)).success
+    assert current_version(table) > seen_version
+    assert read_features(table).height > seen.height
+    assert read_features(table, version=seen_version).equals(seen)
