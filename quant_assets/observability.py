@@ -63,11 +63,11 @@ def tracking_tags() -> dict[str, str]:
 
 # -- alpha cycle -----------------------------------------------------------------------
 def mirror_audit(context: Any, line: dict[str, Any], run_dir: Path) -> None:
-    """Send one audit line to MLflow; the run folder's files follow when the run ends."""
+    """Send one audit line to MLflow, and the run folder's files as they appear."""
     tracker = tracker_of(context)
     if tracker.active:
         tracker.log_audit(line)
-        tracker.log_artifacts_at_end(run_dir, ALPHA_ARTIFACTS)
+        tracker.log_files(run_dir, ALPHA_ARTIFACTS, growing=("audit.jsonl",))
 
 
 def register_policy(context: Any, parameters: dict[str, Any], as_of: str) -> None:

@@ -19,10 +19,11 @@ from pathlib import Path
 
 import pytest
 from filelock import FileLock
+from helpers import run_data_job
 
 from quant_assets import cli
 from quant_assets.versioning import DVC_TOOL, read_lock_md5
-from quant_resources.settings import PROJECT_ROOT
+from quant_resources.settings import PROJECT_ROOT, Settings
 
 AS_OF = dt.date(2025, 6, 30)
 LATER = AS_OF + dt.timedelta(days=1)
@@ -62,7 +63,8 @@ def lakehouse_hashes(lakehouse: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def project(dvc, tmp_path_factory):
-    """The repository after: backfill --dvc, alpha, a later day --dvc; each lock committed."""
+    """The repository after: history, the as-of day --dvc, alpha, a later day --dvc; each
+    lock committed to git."""
     root = tmp_path_factory.mktemp("dvc")
     repo, remote = root / "repo", root / "remote"
     repo.mkdir()
@@ -87,7 +89,12 @@ def project(dvc, tmp_path_factory):
         for key, value in env.items():
             patch.setenv(key, value)
         patch.chdir(repo)
-        assert quant("backfill", "--start", "2024-01-01", "--end", AS_OF.isoformat(), "--dvc") == 0
+        history = Settings(
+            data_dir=repo / "data", history_start=dt.date(2024, 1, 1), synthetic_symbols=40,
+            universe="small", freshness_hours=1e6,
+        )
+        assert run_data_job(history, history.history_start, AS_OF - dt.timedelta(days=1)).success
+        assert quant("data", "--date", AS_OF.isoformat(), "--dvc") == 0
         first_md5 = read_lock_md5(repo, "data/lakehouse")
         git(repo, "add", "dvc.lock")
         git(repo, "commit", "-q", "-m", "lakehouse up to the as-of day")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import random
 
 import dagster as dg
 import mlflow
@@ -16,7 +17,7 @@ from mlflow import MlflowClient
 
 from quant_assets import cli
 from quant_assets.definitions import ALPHA_JOB, build_definitions
-from quant_assets.registry import CHALLENGER, CHAMPION, MODEL_NAME, choose_aliases
+from quant_assets.registry import CHALLENGER, CHAMPION, MODEL_NAME, choose_aliases, next_aliases
 from quant_resources.settings import Settings
 
 AS_OF = dt.date(2025, 6, 30)
@@ -110,7 +111,7 @@ def test_quant_champion_prints_the_champion_against_the_challenger(registry, mon
     assert cli.main(["champion"]) == 0
     out = capsys.readouterr().out
     best = max(sharpes, key=sharpes.get)
-    assert f"champion   v" in out and f"Sharpe {sharpes[best]:.2f}" in out
+    assert "champion   v" in out and f"Sharpe {sharpes[best]:.2f}" in out
     assert f"objective {best}" in out and runs[best] in out
     assert "champion - challenger: Sharpe +" in out
     assert "optimization.objective" in out  # the parameters that differ
@@ -127,3 +128,16 @@ def test_choose_aliases_ranks_by_sharpe_then_recency():
     assert choose_aliases([(1, 1.5), (2, 1.5)]) == (2, 1)  # a tie goes to the newer version
     assert choose_aliases([(1, 0.5), (2, float("nan")), (3, None)]) == (1, None)
     assert choose_aliases([]) == (None, None)
+
+
+def test_moving_the_aliases_one_version_at_a_time_agrees_with_ranking_every_version():
+    rng = random.Random(7)
+    for _ in range(300):
+        sharpes = [round(rng.uniform(-1.0, 2.0), 1) for _ in range(rng.randint(1, 8))]  # ties happen
+        champion, challenger = None, None
+        for version, sharpe in enumerate(sharpes, start=1):
+            if champion is None:
+                champion, challenger = choose_aliases([(version, sharpe)])
+            else:
+                champion, challenger = next_aliases((champion, sharpes[champion - 1]), challenger, (version, sharpe))
+            assert (champion, challenger) == choose_aliases(list(enumerate(sharpes[:version], start=1)))

@@ -22,6 +22,7 @@ tagged `quant/tracking=off` opens none; elsewhere every method is a no-op.
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import os
 import queue
@@ -78,7 +79,12 @@ class MlflowTracking(dg.ConfigurableResource):
             "partition": partition_of(run.tags),
             "dagster_job": run.job_name,
         }
-        self._session = _Session(context.log, self.experiment_name, self.tracking_uri)
+        try:
+            session = _Session(context.log, self.experiment_name, self.tracking_uri)
+        except Exception as exc:  # noqa: BLE001 - e.g. fork refused: the run goes on untracked
+            _Session.warn_unavailable(context.log, self.tracking_uri, f"the tracking worker did not start: {exc}")
+            return
+        self._session = session
         self._session.send(
             worker_module.OPEN,
             {
@@ -116,15 +122,27 @@ class MlflowTracking(dg.ConfigurableResource):
 
     def log_audit(self, record: Mapping[str, Any]) -> None:
         """Mirror one `audit.jsonl` line: its metrics and params in one batch (`ledger.py`)."""
-        metrics, params = audit_entries(record)
-        self._send_log(metrics=metrics, params=params)
+        if self._session is not None:
+            try:
+                metrics, params = audit_entries(record)
+            except Exception as exc:  # noqa: BLE001 - a line that cannot be mapped is not a failed run
+                self._session.fail(f"audit line not mirrored: {exc!r}")
+                return
+            self._send_log(metrics=metrics, params=params)
 
-    def log_artifacts_at_end(self, folder: os.PathLike | str, names: Iterable[str], artifact_path: str | None = None) -> None:
-        """Upload these files of `folder` when the run ends (they may not exist yet)."""
+    def log_files(
+        self,
+        folder: os.PathLike | str,
+        names: Iterable[str],
+        artifact_path: str | None = None,
+        growing: Iterable[str] = (),
+    ) -> None:
+        """Upload these files of `folder` as artifacts: each once it exists (files written once,
+        atomically), those in `growing` (appended to) when the run ends. Repeats are ignored."""
         if self._session is not None:
             self._session.send(
                 worker_module.ARTIFACTS,
-                {"folder": str(folder), "names": list(names), "artifact_path": artifact_path},
+                {"folder": str(folder), "names": list(names), "artifact_path": artifact_path, "growing": list(growing)},
             )
 
     def submit(self, function: str, **kwargs: Any) -> None:
@@ -189,25 +207,40 @@ class _Session:
         self._lock = threading.Lock()
 
     def send(self, op: str, payload: dict[str, Any]) -> None:
-        self._absorb(self.worker.replies_for(self.id))
-        if self.closed or (self.failure and op not in (worker_module.END,)):
-            return
-        self.worker.send((self.id, op, payload))
+        """Queue one call; never raises (a failure becomes the session's one warning)."""
+        try:
+            self._absorb(self.worker.replies_for(self.id))
+            if self.closed or (self.failure and op != worker_module.END):
+                return
+            self.worker.send((self.id, op, payload))
+        except Exception as exc:  # noqa: BLE001
+            self.fail(f"{op} not queued: {exc!r}")
+
+    def fail(self, reason: str) -> None:
+        self._warn(reason)
 
     def close(self, timeout_s: float) -> None:
         if self.closed:
             return
-        self.worker.send((self.id, worker_module.CLOSE, {}))
+        try:
+            self.worker.send((self.id, worker_module.CLOSE, {}))
+        except Exception as exc:  # noqa: BLE001
+            self.fail(f"close not queued: {exc!r}")
+            self.closed = True
+            return
         deadline = time.monotonic() + timeout_s
         while not self.closed:
+            alive = self.worker.alive()  # before reading: a reply sent before exiting still counts
             remaining = deadline - time.monotonic()
+            self._absorb(self.worker.replies_for(self.id, wait_s=max(0.0, min(remaining, 0.5))))
+            if self.closed:
+                break
+            if not alive:
+                self._warn("the tracking worker exited")
+                break
             if remaining <= 0:
                 self._warn(f"it did not finish within {timeout_s:.0f}s (flush_timeout_s)")
                 break
-            if not self.worker.alive():
-                self._warn("the tracking worker exited")
-                break
-            self._absorb(self.worker.replies_for(self.id, wait_s=min(remaining, 0.5)))
         self.closed = True
         if self.mlflow_run_id and not self.failure:
             self.log.info(
@@ -230,8 +263,12 @@ class _Session:
             if self.warned:
                 return
             self.warned = True
-        self.log.warning(
-            f"MLflow tracking unavailable at {redact(self.tracking_uri)} ({reason}); the run "
+        self.warn_unavailable(self.log, self.tracking_uri, reason)
+
+    @staticmethod
+    def warn_unavailable(log: Any, tracking_uri: str, reason: str) -> None:
+        log.warning(
+            f"MLflow tracking unavailable at {redact(tracking_uri)} ({reason}); the run "
             "continues without it and its audit.jsonl still holds every stage. Check the "
             "tracking URI (QUANT_MLFLOW_TRACKING_URI) or whether another process locks the "
             "database."
@@ -266,7 +303,13 @@ class _Worker:
                 name="quant-mlflow-worker",
                 daemon=True,
             )
-        self.runner.start()
+        # Objects that exist now are the parent's: frozen, the child's garbage collector never
+        # touches them, so their memory pages stay shared instead of being copied.
+        gc.freeze()
+        try:
+            self.runner.start()
+        finally:
+            gc.unfreeze()
 
     @classmethod
     def get(cls) -> _Worker:

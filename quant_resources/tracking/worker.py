@@ -73,7 +73,7 @@ class TrackedRun:
     """What a function sent with `MlflowTracking.submit` receives: the session's MLflow run.
 
     `client` is an `MlflowClient` on the session's tracking URI; the session's thread holds
-    the run as MLflow's active run, so fluent calls (`mlflow.pyfunc.log_model`) land in it.
+    the run as MLflow's active run, so fluent calls (`mlflow.log_*`) land in it too.
     `state` carries values from one submitted call to a later one of the same session.
     """
 
@@ -96,7 +96,8 @@ class _Session(threading.Thread):
         self.tracked: TrackedRun | None = None
         self.failed = False
         self.dropped = 0
-        self.pending_artifacts: dict[tuple[str, str], str | None] = {}
+        # (folder, name) -> (artifact path, uploaded only at the end because it still grows)
+        self.pending_artifacts: dict[tuple[str, str], tuple[str | None, bool]] = {}
 
     def run(self) -> None:
         try:
@@ -149,6 +150,7 @@ class _Session(threading.Thread):
         resources = self.resources.enter_context(
             dg.build_resources(
                 {"mlflow": mlflow_tracking},
+                instance=_instance(),
                 resource_config={"mlflow": {"config": config}},
                 dagster_run=dagster_run,
             )
@@ -182,8 +184,21 @@ class _Session(threading.Thread):
             tags = tags[MAX_BATCH["params"] :]
 
     def _artifacts(self, payload: dict[str, Any]) -> None:
+        growing = set(payload.get("growing", ()))
         for name in payload["names"]:
-            self.pending_artifacts[(payload["folder"], name)] = payload.get("artifact_path")
+            self.pending_artifacts.setdefault(
+                (payload["folder"], name), (payload.get("artifact_path"), name in growing)
+            )
+        self._upload(final=False)
+
+    def _upload(self, final: bool) -> None:
+        """Upload the pending files that exist (written once, atomically); growing ones only
+        when `final`. Early uploads keep the end of a run short."""
+        for key, (artifact_path, growing) in sorted(self.pending_artifacts.items()):
+            path = Path(key[0]) / key[1]
+            if (final or not growing) and path.is_file():
+                self.tracked.client.log_artifact(self.tracked.run_id, str(path), artifact_path)
+                del self.pending_artifacts[key]
 
     def _call(self, payload: dict[str, Any]) -> None:
         module, _, attribute = payload["function"].partition(":")
@@ -192,13 +207,23 @@ class _Session(threading.Thread):
 
     def _end(self, payload: dict[str, Any]) -> None:
         try:
-            for (folder, name), artifact_path in sorted(self.pending_artifacts.items()):
-                path = Path(folder) / name
-                if path.is_file():
-                    self.tracked.client.log_artifact(self.tracked.run_id, str(path), artifact_path)
-            self.pending_artifacts.clear()
+            self._upload(final=True)
         finally:
             self.mlflow_resource.end_run(status=payload.get("status") or "FINISHED")
+
+
+_INSTANCE: Any = None
+
+
+def _instance() -> Any:
+    """One ephemeral Dagster instance for every session of this worker (building one costs
+    0.15 s; dagster-mlflow's resource only needs it to exist)."""
+    global _INSTANCE
+    if _INSTANCE is None:
+        import dagster as dg
+
+        _INSTANCE = dg.DagsterInstance.ephemeral()
+    return _INSTANCE
 
 
 def sqlite_store_path(tracking_uri: str) -> Path | None:
