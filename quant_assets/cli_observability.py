@@ -91,7 +91,7 @@ def cmd_champion(args: argparse.Namespace) -> int:
     from quant_resources.tracking.resource import redact, tracking_uri_for
     from quant_resources.tracking.worker import sqlite_store_path
 
-    uri = tracking_uri_for(get_settings().mlflow_dir)
+    uri = tracking_uri_for(get_settings())
     store = sqlite_store_path(uri)
     if store is not None and not store.exists():
         raise QuantError(f"no MLflow store at {store}: run the alpha cycle first (quant alpha)")
@@ -161,7 +161,7 @@ def cmd_mlflow_ui(args: argparse.Namespace) -> int:
     from quant_resources.tracking.resource import artifact_location_for, redact, tracking_uri_for
     from quant_resources.tracking.worker import ensure_sqlite_store, sqlite_store_path
 
-    uri = tracking_uri_for(get_settings().mlflow_dir)
+    uri = tracking_uri_for(get_settings())
     artifacts = artifact_location_for(uri)
     store = sqlite_store_path(uri)
     if store is not None:

@@ -46,7 +46,7 @@ def build_resources(settings: Settings) -> dict[str, object]:
 def _tracking(settings: Settings) -> MlflowTracking:
     from quant_assets.observability import tracking_tags
 
-    uri = tracking_uri_for(settings.mlflow_dir)
+    uri = tracking_uri_for(settings)
     return MlflowTracking(
         tracking_uri=uri,
         artifact_location=artifact_location_for(uri),

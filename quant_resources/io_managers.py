@@ -71,10 +71,6 @@ class LakehouseView:
     def features_table(self) -> Path:
         return self.root / "features" / "tv_technicals_1d"
 
-    @property
-    def dvc_pointer(self) -> Path:
-        return self.data_dir / "lakehouse.dvc"
-
 
 class ReadOnlyLakehouseIOManager(dg.ConfigurableIOManager):
     """Loads lakehouse assets as a read-only `LakehouseView`; storing raises PermissionError."""

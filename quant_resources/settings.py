@@ -53,6 +53,7 @@ class Settings:
     synthetic_symbols: int = 300
     synthetic_seed: int = 7
     binance_base_url: str = "https://data-api.binance.vision"
+    mlflow_tracking_uri: str | None = None  # default: sqlite under {data_dir}/mlflow
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir).absolute())
@@ -110,6 +111,11 @@ class Settings:
         return self.data_dir / "mlflow"
 
     @property
+    def tracking_uri(self) -> str:
+        """QUANT_MLFLOW_TRACKING_URI when set, else `sqlite:///{data_dir}/mlflow/mlflow.db`."""
+        return self.mlflow_tracking_uri or f"sqlite:///{self.mlflow_dir / 'mlflow.db'}"
+
+    @property
     def scanner_config_path(self) -> Path:
         return self.config_dir / "scanners" / f"{self.universe}.yaml"
 
@@ -145,6 +151,8 @@ class Settings:
             kwargs["synthetic_seed"] = _parse_number("QUANT_SYNTHETIC_SEED", v, int)
         if v := env.get("QUANT_BINANCE_BASE_URL"):
             kwargs["binance_base_url"] = v
+        if v := env.get("QUANT_MLFLOW_TRACKING_URI", "").strip():
+            kwargs["mlflow_tracking_uri"] = v
         return cls(**kwargs)
 
 

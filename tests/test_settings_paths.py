@@ -20,6 +20,9 @@ def test_settings_from_env(monkeypatch, tmp_path):
     s = get_settings()
     assert s.data_dir == tmp_path / "d" and s.history_start.isoformat() == "2020-02-03" and s.universe == "small"
     assert s.catalog_path == tmp_path / "d" / "lakehouse" / "catalog.json"
+    assert s.tracking_uri == f"sqlite:///{tmp_path / 'd' / 'mlflow' / 'mlflow.db'}"
+    monkeypatch.setenv("QUANT_MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    assert get_settings().tracking_uri == "http://127.0.0.1:5000"
 
 
 def test_bad_settings_give_one_line_errors(monkeypatch):

@@ -235,11 +235,11 @@ def _assert_complete_audit(settings: Settings, run_id: str) -> None:
     assert {line["contract"] for line in audit if line["stage"] == "contract"} == CONTRACTS
 
 
-def test_an_unreachable_tracking_uri_never_fails_the_run_and_warns_once(lakehouse_copy, monkeypatch):
-    monkeypatch.setenv("QUANT_MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # nothing listens there
+def test_an_unreachable_tracking_uri_never_fails_the_run_and_warns_once(lakehouse_copy):
+    unreachable = lakehouse_copy.replace(mlflow_tracking_uri="http://127.0.0.1:9")  # nothing listens there
     instance = dg.DagsterInstance.ephemeral()
     started = time.perf_counter()
-    result = run_alpha(lakehouse_copy, instance)
+    result = run_alpha(unreachable, instance)
     elapsed = time.perf_counter() - started
     assert result.success
     _assert_complete_audit(lakehouse_copy, result.run_id)

@@ -24,7 +24,6 @@ from quant_assets.alpha.policy import policy_walk_forward
 from quant_assets.alpha.returns import build_returns_matrix, returns_array
 from quant_assets.alpha.selection import SelectionParams, select_winners
 from quant_assets.alpha.snapshot import (
-    dvc_lakehouse_md5,
     fingerprint,
     git_revision,
     plan_snapshot,
@@ -192,8 +191,7 @@ def build_alpha_assets(settings: Settings, partitions_def: dg.PartitionsDefiniti
             "feature_store_version": delta_version,
             "git_revision": git_revision(PROJECT_ROOT),
             # The DVC version the run read: dvc.lock's, when the files it used are that version.
-            "dvc_lakehouse_md5": dvc_lakehouse_md5(ohlcv)
-            or recorded_lakehouse_md5(ohlcv.data_dir, {f"ohlcv/{n}": b for n, b in contents.items()}),
+            "dvc_lakehouse_md5": recorded_lakehouse_md5(ohlcv.data_dir, {f"ohlcv/{n}": b for n, b in contents.items()}),
         }
         context.add_output_metadata(
             {

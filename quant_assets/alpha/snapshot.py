@@ -119,18 +119,5 @@ def git_revision(start: Path) -> str | None:
     return None
 
 
-def dvc_lakehouse_md5(view: LakehouseView) -> str | None:
-    """The lakehouse version DVC recorded in data/lakehouse.dvc, when the project uses DVC."""
-    import yaml
-
-    if not view.dvc_pointer.exists():
-        return None
-    try:
-        pointer = yaml.safe_load(view.dvc_pointer.read_text())
-        return pointer["outs"][0]["md5"]
-    except (KeyError, IndexError, TypeError, yaml.YAMLError):
-        return None
-
-
 def snapshot_file_name(exchange: str, symbol: str) -> str:
     return ohlcv_filename(exchange, symbol)

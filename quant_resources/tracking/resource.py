@@ -349,10 +349,9 @@ class _Worker:
                 return
 
 
-def tracking_uri_for(mlflow_dir: os.PathLike | str) -> str:
-    """`QUANT_MLFLOW_TRACKING_URI` when set, else the sqlite store `{mlflow_dir}/mlflow.db`."""
-    configured = os.environ.get("QUANT_MLFLOW_TRACKING_URI", "").strip()
-    return configured or f"sqlite:///{os.path.abspath(os.path.join(mlflow_dir, 'mlflow.db'))}"
+def tracking_uri_for(settings) -> str:
+    """The tracking store of these settings (`Settings.tracking_uri`)."""
+    return settings.tracking_uri
 
 
 def artifact_location_for(tracking_uri: str) -> str | None:
