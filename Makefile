@@ -77,4 +77,7 @@ lint: setup
 
 bench: setup
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python benchmarks/bench_optimizer.py
+	$(BIN)/python benchmarks/bench_features.py
+	$(BIN)/python benchmarks/bench_tracking.py
 	$(BIN)/python benchmarks/bench_ingest.py
