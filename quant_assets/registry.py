@@ -52,7 +52,7 @@ def policy_weights(returns: pl.DataFrame, parameters: dict[str, Any]) -> pl.Data
     "optimization": OptimizationConfig fields}. Every column but `date` is a symbol's daily
     simple returns (NaN where it had no bar); data-quality filtering is the caller's.
     """
-    from quant_assets.alpha.optimize import optimize_weights
+    from quant_assets.alpha.policy import weights_frame
     from quant_assets.alpha.returns import returns_array
     from quant_assets.alpha.selection import SelectionParams, select_winners
 
@@ -61,22 +61,9 @@ def policy_weights(returns: pl.DataFrame, parameters: dict[str, Any]) -> pl.Data
     values, _, symbols = returns_array(returns)
     selection_params = SelectionParams(**parameters["selection"])
     selection = select_winners(values, symbols, selection_params)
-    optimization = parameters["optimization"]
-    window = returns.select(selection.symbols).tail(optimization["lookback"])
-    weights = optimize_weights(
-        window,
-        objective=optimization["objective"],
-        covariance=optimization["covariance"],
-        max_weight=optimization["max_weight"],
-        min_weight=optimization["min_weight"],
-        risk_free_rate=optimization["risk_free_rate"],
-        turnover_penalty=optimization["turnover_penalty"],
-        periods_per_year=selection_params.periods_per_year,
+    return weights_frame(
+        returns, selection.symbols, parameters["optimization"], selection_params.periods_per_year
     )
-    return pl.DataFrame(
-        {"symbol": list(weights), "weight": [float(w) for w in weights.values()]},
-        schema={"symbol": pl.String, "weight": pl.Float64},
-    ).sort("symbol")
 
 
 def choose_aliases(ranked: Iterable[tuple[int, float]]) -> tuple[int | None, int | None]:
@@ -252,7 +239,11 @@ def _backtest_metrics(client: Any, mlflow_run_id: str | None) -> dict[str, float
         logged = client.get_run(mlflow_run_id).data.metrics
     except Exception:  # noqa: BLE001
         return {}
-    return {k: logged[f"backtest/metrics/{k}"] for k in REPORTED_METRICS if f"backtest/metrics/{k}" in logged}
+    return {
+        k: logged[f"backtest/metrics/{k}"]
+        for k in REPORTED_METRICS
+        if f"backtest/metrics/{k}" in logged
+    }
 
 
 def _dagster_run_id(client: Any, mlflow_run_id: str | None) -> str | None:
@@ -264,7 +255,9 @@ def _dagster_run_id(client: Any, mlflow_run_id: str | None) -> str | None:
         return None
 
 
-def parameter_differences(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> dict[str, tuple]:
+def parameter_differences(
+    a: dict[str, Any], b: dict[str, Any], prefix: str = ""
+) -> dict[str, tuple]:
     """{"optimization.objective": (a value, b value), ...} for every leaf that differs."""
     out: dict[str, tuple] = {}
     for key in sorted(set(a) | set(b)):

@@ -19,8 +19,7 @@ import pydantic
 
 from quant_assets.alpha.audit import append_audit
 from quant_assets.alpha.backtest import plot_equity_curve, plot_weights
-from quant_assets.alpha.optimize import optimize_weights
-from quant_assets.alpha.policy import policy_walk_forward
+from quant_assets.alpha.policy import policy_walk_forward, weights_frame
 from quant_assets.alpha.returns import build_returns_matrix, returns_array
 from quant_assets.alpha.selection import SelectionParams, select_winners
 from quant_assets.alpha.snapshot import (
@@ -191,7 +190,9 @@ def build_alpha_assets(settings: Settings, partitions_def: dg.PartitionsDefiniti
             "feature_store_version": delta_version,
             "git_revision": git_revision(PROJECT_ROOT),
             # The DVC version the run read: dvc.lock's, when the files it used are that version.
-            "dvc_lakehouse_md5": recorded_lakehouse_md5(ohlcv.data_dir, {f"ohlcv/{n}": b for n, b in contents.items()}),
+            "dvc_lakehouse_md5": recorded_lakehouse_md5(
+                ohlcv.data_dir, {f"ohlcv/{n}": b for n, b in contents.items()}
+            ),
         }
         context.add_output_metadata(
             {
@@ -395,20 +396,7 @@ def build_alpha_assets(settings: Settings, partitions_def: dg.PartitionsDefiniti
         started = time.perf_counter()
         matrix = returns_matrix.payload
         winners = [w["symbol"] for w in selected_winners.payload["winners"]]
-        window = matrix.select(winners).tail(config.lookback)
-        weights = optimize_weights(
-            window,
-            objective=config.objective,
-            covariance=config.covariance,
-            max_weight=config.max_weight,
-            min_weight=config.min_weight,
-            risk_free_rate=config.risk_free_rate,
-            turnover_penalty=config.turnover_penalty,
-            periods_per_year=_periods_per_year(matrix),
-        )
-        frame = pl.DataFrame(
-            {"symbol": list(weights), "weight": [float(w) for w in weights.values()]}
-        ).sort("symbol")
+        frame = weights_frame(matrix, winners, config.model_dump(), _periods_per_year(matrix))
         schema = weights_schema(max_weight=config.max_weight, min_weight=config.min_weight)
         result = check_result_from_cases(frame, validate(schema, frame))
         params = {
@@ -596,7 +584,9 @@ def validate_alpha_run_config(run_config: dict[str, Any]) -> None:
     for op, section in (run_config.get("ops") or {}).items():
         config_class = CONFIG_CLASSES.get(op)
         if config_class is None:
-            problems.append(f"ops.{op}: not an alpha asset with config (known: {', '.join(CONFIG_CLASSES)})")
+            problems.append(
+                f"ops.{op}: not an alpha asset with config (known: {', '.join(CONFIG_CLASSES)})"
+            )
             continue
         try:
             config_class(**(section or {}).get("config", {}))

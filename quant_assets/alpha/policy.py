@@ -8,9 +8,14 @@ the optimiser weights them, and the positions are held until the next rebalance.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import numpy as np
+import polars as pl
 
 from quant_assets.alpha.backtest import BacktestResult, walk_forward
+from quant_assets.alpha.optimize import optimize_weights
 from quant_assets.alpha.selection import SelectionParams, select_winners
 
 
@@ -68,3 +73,31 @@ def policy_walk_forward(
         periods_per_year=periods_per_year,
         select=select,
     )
+
+
+def weights_frame(
+    returns: pl.DataFrame,
+    symbols: list[str],
+    optimization: Mapping[str, Any],
+    periods_per_year: int,
+) -> pl.DataFrame:
+    """`weights.parquet`: the optimiser on the last `optimization["lookback"]` rows of `symbols`.
+
+    `optimization` holds the OptimizationConfig fields (a run's `optimization.json`).
+    Returns (symbol, weight) sorted by symbol.
+    """
+    window = returns.select(symbols).tail(optimization["lookback"])
+    weights = optimize_weights(
+        window,
+        objective=optimization["objective"],
+        covariance=optimization["covariance"],
+        max_weight=optimization["max_weight"],
+        min_weight=optimization["min_weight"],
+        risk_free_rate=optimization["risk_free_rate"],
+        turnover_penalty=optimization["turnover_penalty"],
+        periods_per_year=periods_per_year,
+    )
+    return pl.DataFrame(
+        {"symbol": list(weights), "weight": [float(w) for w in weights.values()]},
+        schema={"symbol": pl.String, "weight": pl.Float64},
+    ).sort("symbol")

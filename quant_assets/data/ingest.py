@@ -184,6 +184,29 @@ def build_entry(
     }
 
 
+def sanitize_window(
+    raw: pl.DataFrame,
+    lo: dt.date,
+    hi: dt.date,
+    known: tuple[pl.DataFrame | None, tuple | None],
+    settings: Settings,
+) -> tuple[SanitizeResult, int]:
+    """Sanitise the fetched bars inside [lo, hi] against the file's closes before `lo`.
+
+    `known` is `Lakehouse.read_ohlcv_versioned`'s answer, kept on the result so the merge
+    reuses it when the file has not changed. Returns the result and the rows in the window.
+    """
+    existing = known[0]
+    lo_ts, hi_ts = date_to_ts(lo), date_to_ts(hi + dt.timedelta(days=1))
+    raw = raw.filter((pl.col("timestamp") >= lo_ts) & (pl.col("timestamp") < hi_ts))
+    prior = np.zeros(0)
+    if existing is not None and existing.height:
+        prior = existing.filter(pl.col("timestamp") < lo_ts)["close"].tail(PRIOR_CLOSES).to_numpy()
+    result = sanitize_bars(raw, toxic_threshold=settings.toxic_threshold, prior_closes=prior)
+    result.known_file = known
+    return result, raw.height
+
+
 def merge_and_describe(
     lakehouse: Lakehouse,
     info: SymbolInfo,
@@ -408,16 +431,9 @@ def _fetch_one(
         outcome.status = "failed"
         outcome.reason = f"{exc.__class__.__name__}: {exc}"
         return outcome, None
-    lo_ts, hi_ts = date_to_ts(lo), date_to_ts(hi + dt.timedelta(days=1))
-    fetched_rows = raw.height
-    raw = raw.filter((pl.col("timestamp") >= lo_ts) & (pl.col("timestamp") < hi_ts))
-    outcome.out_of_window = fetched_rows - raw.height
-    prior = np.zeros(0)
-    if existing is not None and existing.height:
-        prior = existing.filter(pl.col("timestamp") < lo_ts)["close"].tail(PRIOR_CLOSES).to_numpy()
-    result = sanitize_bars(raw, toxic_threshold=settings.toxic_threshold, prior_closes=prior)
-    result.known_file = (existing, version)
-    outcome.rows_fetched = raw.height
+    result, in_window = sanitize_window(raw, lo, hi, (existing, version), settings)
+    outcome.out_of_window = raw.height - in_window
+    outcome.rows_fetched = in_window
     outcome.toxic = len(result.toxic)
     outcome.duplicates = len(result.duplicates)
     outcome.invalid = len(result.invalid)

@@ -23,13 +23,12 @@ import polars as pl
 from quant_assets.contracts import ohlcv_schema, validate
 from quant_assets.data.calendar import calendar_for
 from quant_assets.data.gaps import detect_gaps
-from quant_assets.data.ingest import PRIOR_CLOSES, merge_and_describe
+from quant_assets.data.ingest import merge_and_describe, sanitize_window
 from quant_assets.data.lakehouse_reads import symbol_of_file
-from quant_assets.data.sanitize import sanitize_bars
 from quant_resources.atomic import atomic_write_json, read_json
 from quant_resources.errors import QuantError
 from quant_resources.lakehouse import Lakehouse, LakehouseError, read_ohlcv_file
-from quant_resources.schema import SymbolInfo, date_to_ts
+from quant_resources.schema import SymbolInfo
 from quant_resources.settings import Settings
 from quant_resources.sources.base import MarketDataSource
 
@@ -72,19 +71,8 @@ def _refetch(
     now: dt.datetime,
 ) -> dict[str, Any]:
     raw = source.fetch_bars(info.exchange, info.symbol, lo, hi)
-    raw = raw.filter(
-        (pl.col("timestamp") >= date_to_ts(lo))
-        & (pl.col("timestamp") < date_to_ts(hi + dt.timedelta(days=1)))
-    )
-    existing = lakehouse.read_ohlcv(info.exchange, info.symbol)
-    prior = np.zeros(0)
-    if existing is not None and existing.height:
-        prior = (
-            existing.filter(pl.col("timestamp") < date_to_ts(lo))["close"]
-            .tail(PRIOR_CLOSES)
-            .to_numpy()
-        )
-    result = sanitize_bars(raw, toxic_threshold=settings.toxic_threshold, prior_closes=prior)
+    known = lakehouse.read_ohlcv_versioned(info.exchange, info.symbol)
+    result, _ = sanitize_window(raw, lo, hi, known, settings)
     entry = merge_and_describe(lakehouse, info, result, old_entry, now=now, settings=settings)
     if old_entry and "last_fetch" in old_entry:
         entry["last_fetch"] = old_entry["last_fetch"]  # a repair is not a fresh full fetch
