@@ -11,7 +11,7 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -71,12 +71,6 @@ def atomic_write_parquet(path: Path, frame: pl.DataFrame) -> None:
 def atomic_copy(src: Path, dst: Path) -> None:
     with atomic_path(dst) as tmp:
         shutil.copyfile(src, tmp)
-
-
-def write_with(path: Path, writer: Callable[[Path], None]) -> None:
-    """Run `writer(tmp)` and publish its output atomically at `path`."""
-    with atomic_path(path) as tmp:
-        writer(tmp)
 
 
 def read_json(path: Path, default: Any = None) -> Any:

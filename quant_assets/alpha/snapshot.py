@@ -19,7 +19,6 @@ import polars as pl
 
 from quant_resources.errors import QuantError
 from quant_resources.io_managers import LakehouseView
-from quant_resources.symbols import ohlcv_filename
 
 
 class SnapshotError(QuantError):
@@ -118,6 +117,3 @@ def git_revision(start: Path) -> str | None:
             return None
     return None
 
-
-def snapshot_file_name(exchange: str, symbol: str) -> str:
-    return ohlcv_filename(exchange, symbol)

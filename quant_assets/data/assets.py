@@ -23,8 +23,8 @@ from quant_assets.data.lakehouse_reads import scan_bars
 from quant_assets.data.scanners import load_universe, scan_many
 from quant_assets.observability import log_data_cycle
 from quant_assets.partitions import window_dates
-from quant_resources.atomic import atomic_write_json, read_json
-from quant_resources.errors import QuantError
+from quant_resources.atomic import atomic_write_json
+from quant_resources.io_managers import LakehouseView
 from quant_resources.lakehouse import Lakehouse
 from quant_resources.schema import SymbolInfo, date_to_ts
 from quant_resources.settings import Settings
@@ -42,14 +42,8 @@ def candidates_path(settings: Settings, day: dt.date):
 
 
 def read_candidates(settings: Settings, day: dt.date) -> dict[str, Any]:
-    path = candidates_path(settings, day)
-    document = read_json(path)
-    if document is None:
-        raise QuantError(
-            f"no candidates for {day.isoformat()}: {path} is missing; materialise `candidates` "
-            f"for {day.isoformat()} first (quant data --date {day.isoformat()})"
-        )
-    return document
+    """The day's candidates document; the same reader (and error) as the alpha side's."""
+    return LakehouseView(settings.data_dir, day).candidates()
 
 
 def _info_from_entry(entry: dict[str, Any]) -> SymbolInfo:

@@ -60,22 +60,6 @@ def collapse_duplicates(bars: pl.DataFrame) -> tuple[pl.DataFrame, list[int]]:
     return kept.drop("_order"), duplicates
 
 
-def invalid_mask(bars: pl.DataFrame) -> pl.Series:
-    """True where a bar breaks the OHLC rules (see module docstring)."""
-    finite = pl.all_horizontal(
-        [pl.col(c).is_not_null() & pl.col(c).is_finite() for c in (*PRICE_COLUMNS, "volume")]
-    )
-    positive = pl.all_horizontal([pl.col(c) > 0 for c in PRICE_COLUMNS])
-    ordered = (
-        (pl.col("high") >= pl.col("low"))
-        & (pl.col("high") >= pl.max_horizontal("open", "close"))
-        & (pl.col("low") <= pl.min_horizontal("open", "close"))
-        & (pl.col("volume") >= 0)
-    )
-    ok = finite & positive & ordered
-    return bars.select((~ok.fill_null(False)).alias("invalid")).to_series()
-
-
 def _same_level(a: float, b: float) -> bool:
     return abs(math.log(a / b)) < LEVEL_BAND
 
@@ -142,7 +126,7 @@ def toxic_rows(
 
 
 def _invalid_numpy(bars: pl.DataFrame) -> np.ndarray:
-    """`invalid_mask` on NumPy arrays: the same rules, without a polars query per symbol."""
+    """True where a bar breaks the OHLC rules (module docstring, rule 2), on NumPy arrays."""
     o, h, lo, c, v = (bars[col].to_numpy() for col in ("open", "high", "low", "close", "volume"))
     with np.errstate(invalid="ignore"):
         finite = np.isfinite(o) & np.isfinite(h) & np.isfinite(lo) & np.isfinite(c) & np.isfinite(v)

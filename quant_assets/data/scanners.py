@@ -74,11 +74,6 @@ def load_universe(config_dir: Path, universe: str) -> UniverseConfig:
     return config
 
 
-def scan(config: UniverseConfig, symbols: list[SymbolInfo], as_of: dt.date) -> dict:
-    """Candidates as of `as_of` (see `scan_many`)."""
-    return scan_many(config, symbols, [as_of])[as_of]
-
-
 def scan_many(
     config: UniverseConfig, symbols: list[SymbolInfo], dates: list[dt.date]
 ) -> dict[dt.date, dict]:

@@ -5,10 +5,8 @@ history before it to warm the indicators up, and replaces those dates with one D
 commit (a predicate overwrite), so re-running a day never duplicates rows.
 """
 
-import datetime as dt
 
 import dagster as dg
-import polars as pl
 
 from quant_assets.contracts import check_result_from_cases, validate
 from quant_assets.data.lakehouse_reads import scan_bars
@@ -78,7 +76,3 @@ def build_feature_assets(settings: Settings, partitions_def: dg.PartitionsDefini
 
     return [tv_technicals_1d, features_l2]
 
-
-def features_as_of(settings: Settings, version: int | None, day: dt.date) -> pl.DataFrame:
-    """The features a run saw: the table at `version`, rows up to `day`."""
-    return read_features(settings.features_dir / TABLE, version=version, end=day)
