@@ -14,6 +14,7 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from quant_assets.cli_observability import add_commands, add_dvc_flag, record_with_dvc
 from quant_resources.errors import QuantError
@@ -59,7 +60,9 @@ def cmd_data(args: argparse.Namespace) -> int:
 
     settings = get_settings()
     day = runner.parse_day(args.date) if args.date else latest_complete_day()
-    _print_data_summary(runner.run_data(settings, day))
+    with _progress(args, f"data cycle {day}"):
+        summary = runner.run_data(settings, day, verbose=args.verbose)
+    _print_data_summary(summary)
     if args.dvc:
         record_with_dvc(settings)
     return 0
@@ -71,8 +74,10 @@ def cmd_backfill(args: argparse.Namespace) -> int:
 
     settings = get_settings()
     start, end = runner.parse_day(args.start, "start"), runner.parse_day(args.end, "end")
-    print(f"backfill {start}..{end} as one run (progress below)", flush=True)
-    _print_data_summary(runner.run_backfill(settings, start, end))
+    print(f"backfill {start}..{end} as one run", flush=True)
+    with _progress(args, f"backfill {start}..{end}"):
+        summary = runner.run_backfill(settings, start, end, verbose=args.verbose)
+    _print_data_summary(summary)
     if args.dvc:
         record_with_dvc(settings)
     return 0
@@ -89,15 +94,33 @@ def cmd_production(args: argparse.Namespace) -> int:
     plan = runner.data_catch_up_plan(settings, day)
     for start, end in plan:
         if start == end:
-            _print_data_summary(runner.run_data(settings, start))
+            print(f"data cycle {start}", flush=True)
+            with _progress(args, f"data cycle {start}"):
+                summary = runner.run_data(settings, start, verbose=args.verbose)
         else:
             print(f"catching up {start}..{end} as one run", flush=True)
-            _print_data_summary(runner.run_backfill(settings, start, end))
+            with _progress(args, f"catch-up {start}..{end}"):
+                summary = runner.run_backfill(settings, start, end, verbose=args.verbose)
+        _print_data_summary(summary)
     if args.dvc:  # before the alpha cycle, so its manifest names the DVC version it read
         record_with_dvc(settings)
-    summary = runner.run_alpha(settings, day, objective=args.objective)
+    print(f"alpha cycle {day}", flush=True)
+    with _progress(args, f"alpha cycle {day}"):
+        summary = runner.run_alpha(settings, day, objective=args.objective, verbose=args.verbose)
     _print_alpha_summary(summary, runner.alpha_report(settings, summary.run_id))
     return 0
+
+
+def _progress(args: argparse.Namespace, title: str):
+    """Bars on a terminal, a line per step otherwise; nothing extra when --verbose (the
+    event stream is on the terminal then)."""
+    import contextlib
+
+    from quant_resources.progress import Reporter, reporting
+
+    if args.verbose:
+        return contextlib.nullcontext()
+    return reporting(Reporter(title))
 
 
 def _print_alpha_summary(summary, report) -> None:
@@ -128,7 +151,8 @@ def cmd_alpha(args: argparse.Namespace) -> int:
 
     settings = get_settings()
     day = runner.parse_day(args.date) if args.date else latest_complete_day()
-    summary = runner.run_alpha(settings, day, objective=args.objective)
+    with _progress(args, f"alpha cycle {day}"):
+        summary = runner.run_alpha(settings, day, objective=args.objective, verbose=args.verbose)
     _print_alpha_summary(summary, runner.alpha_report(settings, summary.run_id))
     return 0
 
@@ -137,7 +161,9 @@ def cmd_repair(args: argparse.Namespace) -> int:
     from quant_assets import runner
     from quant_resources.settings import get_settings
 
-    _print_metadata("gap repair", runner.run_repair(get_settings()))
+    with _progress(args, "gap repair"):
+        summary = runner.run_repair(get_settings(), verbose=args.verbose)
+    _print_metadata("gap repair", summary)
     return 0
 
 
@@ -145,7 +171,9 @@ def cmd_audit(args: argparse.Namespace) -> int:
     from quant_assets import runner
     from quant_resources.settings import get_settings
 
-    _print_metadata("audit", runner.run_audit(get_settings()))
+    with _progress(args, "audit"):
+        summary = runner.run_audit(get_settings(), verbose=args.verbose)
+    _print_metadata("audit", summary)
     return 0
 
 
@@ -163,6 +191,13 @@ def cmd_ui(args: argparse.Namespace) -> int:
     # the background by a shell that ignores SIGINT/SIGTERM: a plain `kill PID` then stops
     # it, and dagster dev stops its web server and daemon.
     _default_signals()
+    home = Path(os.environ["DAGSTER_HOME"])
+    if (home / "postgres").exists():
+        # This process becomes `dagster dev` (exec), so its exit handler, which stops the
+        # embedded server when it is the last user, never runs: a watcher does it.
+        from quant_resources.instance import spawn_watcher
+
+        spawn_watcher(os.getpid(), home)
     os.execv(sys.executable, command)
     return 0  # not reached
 
@@ -172,6 +207,13 @@ def _default_signals() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
+def _add_verbose(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-v", "--verbose", action="store_true",
+        help="print Dagster's event stream on the terminal (always in $DAGSTER_HOME/logs/quant.log)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="quant", description="quant-lakehouse: data and alpha cycles on Dagster")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -179,12 +221,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("data", help="run the data cycle for one day (default: the newest complete day)")
     p.add_argument("--date", help="partition day, YYYY-MM-DD")
     add_dvc_flag(p)
+    _add_verbose(p)
     p.set_defaults(func=cmd_data)
 
     p = sub.add_parser("backfill", help="run the data cycle over a date range as one run")
     p.add_argument("--start", required=True)
     p.add_argument("--end", required=True)
     add_dvc_flag(p)
+    _add_verbose(p)
     p.set_defaults(func=cmd_backfill)
 
     objectives = ["min_variance", "max_sharpe", "risk_parity", "hrp", "equal_weight"]
@@ -192,17 +236,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--date", help="run as of this day instead of the newest complete day")
     p.add_argument("--objective", choices=objectives)
     add_dvc_flag(p)
+    _add_verbose(p)
     p.set_defaults(func=cmd_production)
 
     p = sub.add_parser("alpha", help="run the alpha cycle for one day on the lakehouse as it is (no network)")
     p.add_argument("--date", help="as-of day, YYYY-MM-DD (default: the newest complete day)")
     p.add_argument("--objective", choices=objectives, help="portfolio objective (default min_variance)")
+    _add_verbose(p)
     p.set_defaults(func=cmd_alpha)
 
     p = sub.add_parser("repair", help="re-fetch the windows of recorded gaps")
+    _add_verbose(p)
     p.set_defaults(func=cmd_repair)
 
     p = sub.add_parser("audit", help="re-validate every lakehouse file and report drift")
+    _add_verbose(p)
     p.set_defaults(func=cmd_audit)
 
     p = sub.add_parser("ui", help="start the Dagster UI (dagster dev) on 127.0.0.1")
@@ -215,11 +263,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    prepare_process()
     parser = build_parser()
     args = parser.parse_args(argv)
     started = time.perf_counter()
     try:
+        prepare_process()
         code = args.func(args)
     except QuantError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__

@@ -17,7 +17,8 @@ from quant_assets.features.assets import build_feature_assets
 from quant_assets.partitions import daily_partitions
 from quant_resources.io_managers import ReadOnlyLakehouseIOManager, RunArtifactIOManager
 from quant_resources.lakehouse import Lakehouse
-from quant_resources.runtime import prepare_process
+from quant_resources.progress import LOGGERS
+from quant_resources.runtime import offline_environment
 from quant_resources.settings import Settings, get_settings
 from quant_resources.sources import source_from_settings
 from quant_resources.tracking import MlflowTracking
@@ -86,6 +87,9 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         schedules=build_schedules(data_job, repair_job, audit_job),
         sensors=[build_alpha_sensor(alpha_job, partitions_def)],
         resources=build_resources(settings),
+        # The CLI asks for its progress and log-file loggers in the run config; a run
+        # launched from the UI configures none and gets Dagster's console logger.
+        loggers=LOGGERS,
         # Steps of one run share a process: a process per step costs seconds each on 2 cores
         # (a 10-day backfill from the UI: ~100 s instead of ~9 s), and the cycles are
         # sequential pipelines anyway.
@@ -95,5 +99,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
 
 @dg.definitions
 def defs() -> dg.Definitions:
-    prepare_process()
+    # Telemetry off and batched event writes in the code server and the run workers; the
+    # instance itself was made ready by `quant ui`, which started them.
+    offline_environment()
     return build_definitions(get_settings())

@@ -7,7 +7,9 @@ a production run needs, and (with `--dvc`) when to version the lakehouse.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,8 +20,10 @@ from quant_assets.definitions import ALPHA_JOB, AUDIT_JOB, DATA_JOB, REPAIR_JOB,
 from quant_assets.partitions import latest_complete_day
 from quant_resources.errors import ConfigError, QuantError
 from quant_resources.lakehouse import Lakehouse
+from quant_resources.progress import run_loggers_config
 from quant_resources.settings import Settings
 
+LAUNCHER_PID_TAG = "quant/launcher_pid"
 RANGE_START = "dagster/asset_partition_range_start"
 RANGE_END = "dagster/asset_partition_range_end"
 
@@ -75,8 +79,13 @@ def execute(
     instance: dg.DagsterInstance | None = None,
     run_config: dict | None = None,
     tags: dict[str, str] | None = None,
+    verbose: bool = False,
 ) -> RunSummary:
-    """Run one job of the definitions for a day, a range (one run) or unpartitioned."""
+    """Run one job of the definitions for a day, a range (one run) or unpartitioned.
+
+    Dagster's event stream goes to the instance and `$DAGSTER_HOME/logs/quant.log`; to the
+    terminal only when `verbose`. Step progress goes to the installed `progress.Reporter`.
+    """
     defs = build_definitions(settings)
     job = defs.resolve_job_def(job_name)
     run_tags = dict(tags or {})
@@ -86,11 +95,25 @@ def execute(
         run_tags[RANGE_END] = end.isoformat()
     elif start is not None:
         partition_key = start.isoformat()
+    run_config = {**(run_config or {}), "loggers": run_loggers_config(verbose)}
+    run_tags[LAUNCHER_PID_TAG] = str(os.getpid())
     t0 = time.perf_counter()
-    instance = instance or dg.DagsterInstance.get()
-    result = job.execute_in_process(
-        instance=instance, partition_key=partition_key, tags=run_tags, run_config=run_config, raise_on_error=False
-    )
+    with contextlib.ExitStack() as stack:
+        if instance is None:  # the persistent instance of DAGSTER_HOME
+            instance = stack.enter_context(dg.DagsterInstance.get())
+            fail_orphaned_runs(instance)
+        try:
+            result = job.execute_in_process(
+                instance=instance, partition_key=partition_key, tags=run_tags, run_config=run_config, raise_on_error=False
+            )
+        except Exception as exc:
+            if not _is_storage_error(exc):
+                raise
+            raise RunFailed(
+                f"{job_name}: the Dagster instance's database went away during the run "
+                f"({_first_line(exc)}); the next command restarts the embedded server and "
+                "marks the run failed: run it again"
+            ) from None
     seconds = time.perf_counter() - t0
     window = "" if start is None else (start.isoformat() if not end or end == start else f"{start}..{end}")
     summary = RunSummary(job_name, result.run_id, window, seconds)
@@ -102,6 +125,44 @@ def execute(
     if not result.success:
         raise RunFailed(f"{job_name} {window} failed (run {result.run_id}): {_failure_reason(result)}")
     return summary
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _is_storage_error(exc: BaseException) -> bool:
+    """An error of the instance's database (a server killed mid-run), however wrapped."""
+    import sqlalchemy.exc
+
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, sqlalchemy.exc.DBAPIError | sqlalchemy.exc.InterfaceError):
+            return True
+        if type(exc).__module__.startswith("psycopg2"):
+            return True
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return False
+
+
+def fail_orphaned_runs(instance: dg.DagsterInstance) -> list[str]:
+    """Mark failed the runs this CLI started whose process is gone (killed, or its
+    database went away mid-run), so the UI does not show them running forever."""
+    import psutil
+
+    orphaned = []
+    records = instance.get_runs(
+        filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING]), limit=50
+    )
+    for run in records:
+        pid = run.tags.get(LAUNCHER_PID_TAG)
+        if not pid or not pid.isdigit() or psutil.pid_exists(int(pid)):
+            continue
+        instance.report_run_failed(run, f"the quant process ({pid}) that ran it is gone")
+        orphaned.append(run.run_id)
+    return orphaned
 
 
 def _failure_reason(result: dg.ExecuteInProcessResult) -> str:

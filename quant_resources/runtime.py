@@ -1,4 +1,5 @@
-"""Process environment for every entry point: offline telemetry and a persistent DAGSTER_HOME.
+"""Process environment for every entry point: offline telemetry, batched event writes and a
+persistent DAGSTER_HOME whose instance lives in PostgreSQL (quant_resources/instance.py).
 
 Called by the CLI and by the definitions loader, never at import time.
 """
@@ -17,36 +18,10 @@ OFFLINE_ENV = {
     # One "planned" event per asset for a single-run backfill instead of one per partition
     # (a 10-year history backfill otherwise writes ~3650 extra events per asset).
     "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS": "1",
+    # Store events in batches of up to 1000 (one INSERT on Postgres) instead of one by one.
+    # It must be set in the process that runs the steps: every entry point goes through here.
+    "DAGSTER_EVENT_BATCH_SIZE": "1000",
 }
-
-DAGSTER_YAML = """\
-# Written by quant-lakehouse: telemetry off, sqlite storage in this folder.
-# One consolidated event-log database: a single-run history backfill records an event
-# per partition, and this is about 1.7x faster than the default per-run shards.
-telemetry:
-  enabled: false
-nux:
-  enabled: false
-run_storage:
-  module: dagster._core.storage.runs
-  class: SqliteRunStorage
-  config:
-    base_dir:
-      env: DAGSTER_HOME
-event_log_storage:
-  module: dagster._core.storage.event_log
-  class: ConsolidatedSqliteEventLogStorage
-  config:
-    base_dir:
-      env: DAGSTER_HOME
-schedule_storage:
-  module: dagster._core.storage.schedules
-  class: SqliteScheduleStorage
-  config:
-    base_dir:
-      env: DAGSTER_HOME
-"""
-
 
 def offline_environment() -> None:
     """Turn off the telemetry of Dagster, MLflow and DVC for this process and its children."""
@@ -60,16 +35,16 @@ def offline_environment() -> None:
 
 
 def ensure_dagster_home(default: Path | None = None) -> Path:
-    """Use $DAGSTER_HOME, else `./.dagster`; create it with a dagster.yaml when missing."""
-    home = Path(os.environ.get("DAGSTER_HOME") or (default or Path.cwd() / ".dagster")).absolute()
-    home.mkdir(parents=True, exist_ok=True)
-    config = home / "dagster.yaml"
-    if not config.exists():
-        config.write_text(DAGSTER_YAML, encoding="utf-8")
-    os.environ["DAGSTER_HOME"] = str(home)
+    """Use $DAGSTER_HOME, else `./.dagster`: its dagster.yaml written and the instance's
+    PostgreSQL (embedded by default) running. See quant_resources/instance.py."""
+    from quant_resources.instance import dagster_home, ensure_instance
+
+    home = dagster_home(default)
+    ensure_instance(home)
     return home
 
 
 def prepare_process() -> Path:
+    """Every command: telemetry off, batching on, the instance ready."""
     offline_environment()
     return ensure_dagster_home()
