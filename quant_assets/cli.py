@@ -268,6 +268,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     try:
         prepare_process()
+        if not getattr(args, "verbose", False) and args.command != "ui":
+            from quant_resources.progress import quiet_python_logging
+
+            quiet_python_logging()
         code = args.func(args)
     except QuantError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__

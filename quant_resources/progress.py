@@ -224,6 +224,23 @@ def file_logger(init_context: dg.InitLoggerContext) -> logging.Logger:
     return log
 
 
+def quiet_python_logging() -> None:
+    """Send Python's logging and warnings (database retries, alembic, MLflow) to the log
+    file instead of the terminal; the CLI prints its own summary and one-line errors."""
+    handler = _file_handler(log_file().absolute())
+    root = logging.getLogger()
+    for existing in list(root.handlers):
+        root.removeHandler(existing)
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    logging.captureWarnings(True)
+    for name in ("mlflow", "alembic", "dagster", "dagster_postgres"):
+        named = logging.getLogger(name)
+        for existing in list(named.handlers):
+            named.removeHandler(existing)
+        named.propagate = True
+
+
 LOGGERS = {PROGRESS_LOGGER: progress_logger, FILE_LOGGER: file_logger, "console": dg.colored_console_logger}
 
 
