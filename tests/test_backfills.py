@@ -1,7 +1,7 @@
 """Backfills through the Dagster instance, the way the UI launches them.
 
 A backfill is submitted to the instance of a temp DAGSTER_HOME (the project's dagster.yaml:
-sqlite, queued run coordinator), and the daemons that `dagster dev` runs, the backfill
+PostgreSQL, embedded; queued run coordinator), and the daemons that `dagster dev` runs, the backfill
 daemon and the run queue, are iterated in this process against the project's
 workspace.yaml. Runs are launched as a user's would be: in a subprocess of the code server.
 
@@ -36,6 +36,7 @@ from helpers import run_data_job
 
 from quant_assets.data.calendar import first_session_on_or_after, last_session_on_or_before
 from quant_assets.features.store import read_features
+from quant_resources.instance import EmbeddedPostgres
 from quant_resources.runtime import ensure_dagster_home
 from quant_resources.schema import date_to_ts
 from quant_resources.settings import Settings
@@ -57,11 +58,14 @@ def daemon_workspace(monkeypatch, **quant_env: str) -> Iterator[tuple[dg.Dagster
     daemon loads it (a code-server subprocess that inherits these QUANT_* variables)."""
     for key, value in quant_env.items():
         monkeypatch.setenv(key, value)
-    ensure_dagster_home()  # the project's dagster.yaml in the temp DAGSTER_HOME
-    with dg.DagsterInstance.get() as instance:
-        target = WorkspaceFileTarget(paths=[str(ROOT / "workspace.yaml")])
-        with create_test_daemon_workspace_context(target, instance) as context:
-            yield instance, context
+    home = ensure_dagster_home()  # the project's dagster.yaml, the embedded server started
+    try:
+        with dg.DagsterInstance.get() as instance:
+            target = WorkspaceFileTarget(paths=[str(ROOT / "workspace.yaml")])
+            with create_test_daemon_workspace_context(target, instance) as context:
+                yield instance, context
+    finally:
+        EmbeddedPostgres(home).release()  # this test was its only user: it stops
 
 
 def submit_backfill(instance, context, assets: tuple[str, ...], days: list[str]) -> str:

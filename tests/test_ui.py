@@ -29,6 +29,8 @@ from pathlib import Path
 
 import pytest
 
+from quant_resources.instance import EmbeddedPostgres
+
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -222,6 +224,10 @@ def ui_server(tmp_path_factory):
     assert backfill.returncode == 0, backfill.stderr[-3000:]
     run_id = re.search(r"data cycle \S+: run ([0-9a-f-]{36})", backfill.stdout).group(1)
 
+    # The web server reads the instance from the embedded PostgreSQL of DAGSTER_HOME: this
+    # test process is its user while the server runs (`quant ui` does the same for itself).
+    embedded = EmbeddedPostgres(root / "dagster_home")
+    embedded.url()
     port = _free_port()
     log = root / "webserver.log"
     with log.open("wb") as sink:
@@ -249,6 +255,7 @@ def ui_server(tmp_path_factory):
         yield server
     finally:
         _stop(process)
+        embedded.release()
 
 
 def test_graphql_lists_every_asset_check_schedule_and_sensor(ui_server):
