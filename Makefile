@@ -20,6 +20,7 @@ export DVC_NO_ANALYTICS := 1
 export DAGSTER_HOME ?= $(CURDIR)/.dagster
 export MPLBACKEND := Agg
 export DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS := 1
+export DAGSTER_EVENT_BATCH_SIZE := 1000
 
 .PHONY: setup flow-production flow-data backfill data-repair data-audit ui mlflow-ui test lint bench dvc-tool clean-data
 

@@ -46,7 +46,7 @@ def _print_data_summary(summary) -> None:
 def _print_metadata(title: str, summary) -> None:
     print(f"{title}: run {summary.run_id} in {summary.seconds:.1f}s")
     for asset, meta in summary.asset_metadata.items():
-        plain = {k: v for k, v in meta.items() if not isinstance(v, (dict, list)) and not str(v).startswith(("-", "|"))}
+        plain = {k: v for k, v in meta.items() if not isinstance(v, (dict, list)) and not str(v).startswith(("-", "|", "!["))}
         print(f"  {asset}: " + ", ".join(f"{k}={v}" for k, v in plain.items()))
     failed = [k for k, ok in summary.checks.items() if not ok]
     if summary.checks:
@@ -171,9 +171,17 @@ def cmd_audit(args: argparse.Namespace) -> int:
     from quant_assets import runner
     from quant_resources.settings import get_settings
 
+    settings = get_settings()
     with _progress(args, "audit"):
-        summary = runner.run_audit(get_settings(), verbose=args.verbose)
+        summary = runner.run_audit(settings, verbose=args.verbose)
     _print_metadata("audit", summary)
+    if args.html:
+        from quant_assets.data.quality_report import write_quality_page
+        from quant_resources.lakehouse import Lakehouse
+
+        facts = {k: v for k, v in summary.asset_metadata.get("data_audit", {}).items() if isinstance(v, (int, float, str)) and not str(v).startswith(("-", "|", "!["))}
+        catalog = Lakehouse(data_dir=str(settings.data_dir)).read_catalog()
+        print(f"  data-quality page: {write_quality_page(Path(args.html), catalog, {'audit run': summary.run_id, **facts})}")
     return 0
 
 
@@ -200,6 +208,27 @@ def cmd_ui(args: argparse.Namespace) -> int:
         spawn_watcher(os.getpid(), home)
     os.execv(sys.executable, command)
     return 0  # not reached
+
+
+def cmd_instance(args: argparse.Namespace) -> int:
+    """Where the Dagster instance lives and who uses it (prepare_process made it ready)."""
+    import json as _json
+
+    from quant_resources.instance import PG_URL_ENV, EmbeddedPostgres, mask_password
+    from quant_resources.progress import log_file
+
+    home = Path(os.environ["DAGSTER_HOME"])
+    print(f"DAGSTER_HOME {home}")
+    if os.environ.get(PG_URL_ENV):
+        print(f"  storage: external PostgreSQL {mask_password(os.environ[PG_URL_ENV])} ({PG_URL_ENV})")
+    else:
+        embedded = EmbeddedPostgres(home)
+        handles = embedded.pgdata / ".handle_pids.json"
+        users = [p for p in _json.loads(handles.read_text() or "[]") if p != os.getpid()] if handles.exists() else []
+        print(f"  storage: embedded PostgreSQL in {embedded.pgdata} (server pid {embedded.running_pid()})")
+        print(f"  other processes using it: {', '.join(map(str, users)) or 'none (it stops when this command exits)'}")
+    print(f"  log: {log_file()}")
+    return 0
 
 
 def _default_signals() -> None:
@@ -250,6 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_repair)
 
     p = sub.add_parser("audit", help="re-validate every lakehouse file and report drift")
+    p.add_argument("--html", metavar="FILE", help="also write the data-quality view as one self-contained HTML page")
     _add_verbose(p)
     p.set_defaults(func=cmd_audit)
 
@@ -257,6 +287,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=3000)
     p.set_defaults(func=cmd_ui)
+
+    p = sub.add_parser("instance", help="where the Dagster instance lives (PostgreSQL) and which processes use it")
+    p.set_defaults(func=cmd_instance)
 
     add_commands(sub)  # reproduce, champion, pull, mlflow-ui
     return parser

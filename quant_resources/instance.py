@@ -100,7 +100,7 @@ def dagster_home(default: Path | None = None) -> Path:
     return home
 
 
-def ensure_instance(home: Path | None = None, *, start_server: bool = True) -> Instance:
+def ensure_instance(home: Path | None = None) -> Instance:
     """Make DAGSTER_HOME ready: its `dagster.yaml`, and the embedded server running.
 
     A `dagster.yaml` that quant-lakehouse did not write is the operator's and is used
@@ -121,7 +121,7 @@ def ensure_instance(home: Path | None = None, *, start_server: bool = True) -> I
         text = _yaml("an external PostgreSQL server (QUANT_DAGSTER_PG_URL)", _STORAGE_EXTERNAL)
         instance = Instance(home, url, embedded=False, migrated_from_sqlite=migrated)
     else:
-        url = EmbeddedPostgres(home).url(start=start_server)
+        url = EmbeddedPostgres(home).url()
         text = _yaml(f"the embedded PostgreSQL server in {home / 'postgres'}", _STORAGE_EMBEDDED.format(url=url))
         instance = Instance(home, url, embedded=True, migrated_from_sqlite=migrated)
     if existing != text:
@@ -205,11 +205,9 @@ class EmbeddedPostgres:
     def __init__(self, home: Path):
         self.pgdata = (home / "postgres").absolute()
 
-    def url(self, start: bool = True) -> str:
-        server = self.start() if start else None
-        if server is None:
-            return ""
-        return server.get_uri(database=EMBEDDED_DB, driver="psycopg2")
+    def url(self) -> str:
+        """Start (or join) the server and return its SQLAlchemy URL (a Unix socket)."""
+        return self.start().get_uri(database=EMBEDDED_DB, driver="psycopg2")
 
     def start(self):
         """Start (or join) the server; this process stays one of its users until it exits."""
