@@ -16,15 +16,25 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from quant_assets.cli_observability import add_commands, add_dvc_flag, record_with_dvc
+from quant_assets.cli_observability import (
+    add_commands,
+    add_dvc_flag,
+    record_with_dvc,
+    restore_before_catch_up,
+    restore_line,
+)
 from quant_resources.errors import QuantError
 from quant_resources.runtime import prepare_process
 
 
 def _print_data_summary(summary) -> None:
+    from quant_assets.data.skipped import skipped_line
+
     meta = summary.asset_metadata.get("ohlcv", {})
     cand = summary.asset_metadata.get("candidates", {})
     print(f"data cycle {summary.window}: run {summary.run_id} in {summary.seconds:.1f}s")
+    if restored := restore_line(summary.asset_metadata.get("lakehouse_restore")):
+        print(restored)
     if cand:
         print(f"  candidates: {cand.get('candidates_last_day')} on the last day ({cand.get('days_written')} day(s) written)")
     if meta:
@@ -37,6 +47,8 @@ def _print_data_summary(summary) -> None:
             "duplicates {duplicates_dropped}, invalid {invalid_rows_dropped}; level shifts {level_shifts_flagged}; "
             "gaps {gaps}".format(**{k: meta.get(k, 0) for k in ("rows_fetched", "rows_new", "toxic_rows_dropped", "duplicates_dropped", "invalid_rows_dropped", "level_shifts_flagged", "gaps")})
         )
+        if skipped := skipped_line(meta.get("skipped_file_reasons") or {}):
+            print(f"  {skipped}")
         if "quality_score_median" in meta:
             print(f"  data quality: median {meta['quality_score_median']:.3f}, p10 {meta['quality_score_p10']:.3f}, min {meta['quality_score_min']:.3f}")
     failed = [k for k, ok in summary.checks.items() if not ok]
@@ -91,6 +103,8 @@ def cmd_production(args: argparse.Namespace) -> int:
     settings = get_settings()
     day = runner.parse_day(args.date) if args.date else latest_complete_day()
     runner.check_day(day, settings)
+    # The recorded lakehouse version first (through Dagster), so the plan starts where it ends.
+    restore_before_catch_up(settings, args.verbose, _progress(args, "lakehouse restore"))
     plan = runner.data_catch_up_plan(settings, day)
     for start, end in plan:
         if start == end:

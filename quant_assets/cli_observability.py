@@ -3,7 +3,8 @@
 - `quant reproduce RUN_ID`: restore the lakehouse that alpha run read, re-run it, compare.
 - `quant champion`: the `selection-policy` versions holding champion and challenger.
 - `quant pull`: restore the lakehouse version recorded in dvc.lock when it is missing or
-  behind (what `make flow-production` runs first).
+  behind, by hand. Runs do it themselves: `lakehouse_restore`, the data job's first step.
+- `restore_before_catch_up`: what `quant production` runs before it plans the catch-up.
 - `quant mlflow-ui`: the MLflow UI over the tracking store, on 127.0.0.1.
 - `record_with_dvc`: what `--dvc` on `quant data`, `backfill` and `production` runs after a
   successful data cycle.
@@ -62,6 +63,34 @@ def record_with_dvc(settings) -> None:
     pushed = f"pushed to {describe_remote(recorded.remote)}" if recorded.remote else describe_remote(None)
     print(f"dvc: lakehouse version {recorded.md5} recorded in {recorded.root / 'dvc.lock'}, {pushed}")
     print("  keep the pointer with git: git add dvc.lock && git commit -m 'lakehouse version'")
+
+
+def restore_before_catch_up(settings, verbose: bool, progress) -> None:
+    """When the lakehouse is missing or behind the version dvc.lock records, run the data
+    job's `lakehouse_restore` step alone first, so the catch-up plan starts where that
+    version ends instead of re-ingesting the history. Nothing (and no DVC process) when no
+    pull is due: every data run starts with the same step anyway."""
+    from quant_assets import runner
+    from quant_assets.data.restore import RESTORE_ASSET
+    from quant_assets.definitions import DATA_JOB
+    from quant_assets.versioning import pull_plan
+
+    if not pull_plan(settings.data_dir).needed:
+        return
+    with progress:
+        summary = runner.execute(settings, DATA_JOB, assets=[RESTORE_ASSET], verbose=verbose)
+    print(f"lakehouse restore: run {summary.run_id} in {summary.seconds:.1f}s")
+    print(restore_line(summary.asset_metadata.get(RESTORE_ASSET)) or "  nothing to restore")
+
+
+def restore_line(metadata: dict | None) -> str | None:
+    """The summary line of a `lakehouse_restore` step that pulled a version; None otherwise."""
+    if not metadata or not metadata.get("restored"):
+        return None
+    return (
+        f"  lakehouse_restore: restored DVC version {metadata.get('dvc_version')} from "
+        f"{metadata.get('remote')} ({metadata.get('reason')})"
+    )
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:

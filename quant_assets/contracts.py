@@ -243,15 +243,25 @@ def returns_schema(symbols: list[str], toxic_threshold: float = 5.0) -> pa.DataF
 
 
 def selection_schema(snapshot_symbols: list[str]) -> pa.DataFrameSchema:
-    """L3: winners are unique symbols of the snapshot with finite scores and clusters >= 1."""
-    allowed = list(snapshot_symbols)
+    """L3: winners are unique symbols of the snapshot with finite scores and clusters >= 1.
+
+    `snapshot_symbols`: the symbols the run's snapshot holds (its manifest), not the
+    columns of a returns matrix, which a fault could have changed.
+    """
+    allowed = sorted(snapshot_symbols)
 
     def _finite(data: PolarsData) -> pl.LazyFrame:
         return data.lazyframe.select(pl.col(data.key).is_finite())
 
+    def _in_snapshot(data: PolarsData) -> pl.LazyFrame:
+        # Named, not `isin`: Pandera names an `isin` check by its whole list of symbols.
+        return data.lazyframe.select(pl.col(data.key).is_in(allowed))
+
     return pa.DataFrameSchema(
         {
-            "symbol": pa.Column(pl.String, nullable=False, unique=True, checks=[pa.Check.isin(allowed)]),
+            "symbol": pa.Column(
+                pl.String, nullable=False, unique=True, checks=[pa.Check(_in_snapshot, name="symbol_in_snapshot")]
+            ),
             "score": pa.Column(pl.Float64, nullable=False, checks=[pa.Check(_finite, name="score_finite")]),
             "momentum": pa.Column(pl.Float64, nullable=False, checks=[pa.Check(_finite, name="momentum_finite")]),
             "volatility": pa.Column(pl.Float64, nullable=False, checks=[pa.Check.ge(0)]),
@@ -279,7 +289,10 @@ def weights_schema(
         weight_checks.append(pa.Check.le(max_weight + 1e-9))
 
     def _sums_to_one(data: PolarsData) -> pl.LazyFrame:
-        return data.lazyframe.select(((pl.col("weight").sum() - 1.0).abs() <= tolerance).alias("sum_to_one"))
+        # One answer per row, so a failure names every row that makes up the sum (a single
+        # aggregate answer would name the first row alone).
+        whole = (pl.col("weight").sum() - 1.0).abs() <= tolerance
+        return data.lazyframe.select((pl.col("weight").is_not_null() & whole).alias("sum_to_one"))
 
     return pa.DataFrameSchema(
         {

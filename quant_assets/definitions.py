@@ -13,6 +13,7 @@ from quant_assets.alpha.assets import build_alpha_assets
 from quant_assets.automation import build_alpha_sensor, build_schedules
 from quant_assets.data.assets import build_data_assets
 from quant_assets.data.maintenance_assets import build_maintenance_assets
+from quant_assets.data.restore import RESTORE_ASSET, build_restore_asset
 from quant_assets.features.assets import build_feature_assets
 from quant_assets.partitions import daily_partitions
 from quant_resources.io_managers import ReadOnlyLakehouseIOManager, RunArtifactIOManager
@@ -28,8 +29,10 @@ DATA_JOB = "data_cycle"
 ALPHA_JOB = "alpha_cycle"
 REPAIR_JOB = "gap_repair_job"
 AUDIT_JOB = "data_audit_job"
-# The jobs that open an MLflow run (their `cycle` tag); each carries dagster-mlflow's end hook.
-TRACKED_JOBS = {DATA_JOB: "data", ALPHA_JOB: "alpha"}
+# The jobs that open an MLflow run (their `cycle` tag); each carries dagster-mlflow's end hook
+# (the data and maintenance jobs through `audit_step_and_end_tracking`, which also writes
+# their audit.jsonl).
+TRACKED_JOBS = {DATA_JOB: "data", ALPHA_JOB: "alpha", REPAIR_JOB: "repair", AUDIT_JOB: "audit"}
 
 
 def build_resources(settings: Settings) -> dict[str, object]:
@@ -59,26 +62,34 @@ def _tracking(settings: Settings) -> MlflowTracking:
 def build_definitions(settings: Settings) -> dg.Definitions:
     from dagster_mlflow import end_mlflow_on_run_finished  # imports mlflow: only when building
 
+    from quant_assets.alpha.assets import seal_finished_run
+    from quant_assets.observability import audit_step_and_end_tracking
+
     partitions_def = daily_partitions(settings)
     data_assets = build_data_assets(settings, partitions_def)
     ohlcv = next(a for a in data_assets if isinstance(a, dg.AssetsDefinition) and a.key == dg.AssetKey("ohlcv"))
     data_assets = data_assets + build_feature_assets(settings, partitions_def, ohlcv)
-    maintenance = build_maintenance_assets(settings)
+    maintenance = build_maintenance_assets(settings) + [build_restore_asset(settings)]
     alpha_assets = build_alpha_assets(settings, partitions_def)
     data_job = dg.define_asset_job(
         DATA_JOB,
-        selection=dg.AssetSelection.groups("data"),
+        # lakehouse_restore first: the lakehouse version dvc.lock records, before anything reads it.
+        selection=dg.AssetSelection.groups("data") | dg.AssetSelection.assets(RESTORE_ASSET),
         description="The data cycle for a day or a range: candidates, ohlcv, features, with their checks.",
-        hooks={end_mlflow_on_run_finished},
+        hooks={audit_step_and_end_tracking},
     )
     alpha_job = dg.define_asset_job(
         ALPHA_JOB,
         selection=dg.AssetSelection.groups("alpha"),
         description="The alpha cycle for a day: snapshot, returns, selection, weights, backtest.",
-        hooks={end_mlflow_on_run_finished},
+        hooks={end_mlflow_on_run_finished, seal_finished_run},
     )
-    repair_job = dg.define_asset_job(REPAIR_JOB, selection=["gap_repair"], description="Targeted re-fetch of gaps.")
-    audit_job = dg.define_asset_job(AUDIT_JOB, selection=["data_audit"], description="Re-validate the whole lakehouse.")
+    repair_job = dg.define_asset_job(
+        REPAIR_JOB, selection=["gap_repair"], description="Targeted re-fetch of gaps.", hooks={audit_step_and_end_tracking}
+    )
+    audit_job = dg.define_asset_job(
+        AUDIT_JOB, selection=["data_audit"], description="Re-validate the whole lakehouse.", hooks={audit_step_and_end_tracking}
+    )
     jobs = [data_job, alpha_job, repair_job, audit_job]
     return dg.Definitions(
         assets=[a for a in data_assets + maintenance + alpha_assets if not isinstance(a, dg.AssetChecksDefinition)],

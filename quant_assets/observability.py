@@ -5,6 +5,12 @@
   ends, and the selection policy is registered (`quant_assets.registry`).
 - Data cycle: ingestion counts, rows dropped, gaps, the lakehouse's NaN density and the
   data-quality score distribution, at the end of `ohlcv`.
+- Data, repair and audit runs (`audit_step_and_end_tracking`, the hook of their jobs):
+  one `audit.jsonl` line per step and per check evaluation in
+  `data/export/runs/{run_id}/audit.jsonl`, mirrored to MLflow like the alpha lines (the
+  repair's `gap_repair/gaps_healed`, a check's `contract/ohlcv_schema/passed`). Outside
+  `data/lakehouse/` on purpose: the lakehouse is what DVC versions, and a file that
+  changes on every run would make every run a new lakehouse version.
 
 All of it goes through the run's `MlflowTracking`, which queues and never blocks.
 """
@@ -17,11 +23,15 @@ from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
 
+import dagster as dg
 import numpy as np
+from dagster._core.definitions.decorators.hook_decorator import event_list_hook
 
+from quant_assets.alpha.audit import append_audit
 from quant_assets.data.calendar import sessions_between
 from quant_resources.settings import PROJECT_ROOT
 from quant_resources.tracking import MlflowTracking, numeric_entries, tracker_of
+from quant_resources.tracking.resource import partition_of
 
 ALPHA_ARTIFACTS = (
     "manifest.json",
@@ -129,3 +139,108 @@ def lakehouse_nan_density(catalog: dict[str, Any]) -> float:
         expected += sessions
         held += min(int(entry.get("rows", 0)), sessions)
     return 1.0 - held / expected if expected else 0.0
+
+
+# -- data, repair and audit runs: audit.jsonl written by a hook ------------------------
+RUN_AUDIT_FOLDER = ("export", "runs")  # data/export/runs/{run_id}/audit.jsonl
+TEXT_LIMIT = 4000  # characters of a text metadata value kept in an audit line
+
+
+def run_audit_dir(data_dir: Path | str, run_id: str) -> Path:
+    """Where a data, repair or audit run writes its `audit.jsonl`."""
+    from quant_resources.symbols import validate_name
+
+    return Path(data_dir).joinpath(*RUN_AUDIT_FOLDER, validate_name(run_id, "run id"))
+
+
+def _plain(metadata: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """(numbers, flags and short words, text): text (markdown lists, paths) is what a person
+    reads; it goes in the audit line's `details`, not to MLflow as a parameter."""
+    values: dict[str, Any] = {}
+    details: dict[str, str] = {}
+    for key, raw in metadata.items():
+        value = getattr(raw, "value", raw)
+        if _is_value(raw, value):
+            values[key] = value
+        else:
+            details[key] = (value if isinstance(value, str) else str(value))[:TEXT_LIMIT]
+    return values, details
+
+
+def _is_value(raw: Any, value: Any) -> bool:
+    if value is None or isinstance(value, (bool, int, float)):
+        return True
+    if isinstance(value, dict):  # e.g. seconds per phase
+        return all(isinstance(v, (int, float)) for v in value.values())
+    words = isinstance(value, str) and len(value) <= 80 and "\n" not in value
+    return words and not isinstance(raw, (dg.MarkdownMetadataValue, dg.PathMetadataValue))
+
+
+def step_audit_lines(context: Any, event_list: list) -> list[dict[str, Any]]:
+    """The lines of one finished step: the asset it materialised, then each check it ran."""
+    run = context.instance.get_run_by_id(context.run_id)
+    common = {"run_id": context.run_id, "partition": partition_of(run.tags) if run else "", "job": context.job_name}
+    failed = next((e for e in event_list if e.is_step_failure), None)
+    status = {"status": "failure" if failed else "success"}
+    if failed is not None and context.op_exception is not None:
+        status["error"] = str(context.op_exception).strip().splitlines()[0][:500] if str(context.op_exception).strip() else type(context.op_exception).__name__
+    lines = []
+    try:
+        metadata = context.op_output_metadata.get("result")
+    except Exception:  # noqa: BLE001 - a step that raised captured no outputs
+        metadata = None
+    if isinstance(metadata, dict) and metadata:
+        values, details = _plain(metadata)
+        line = {"stage": context.op.name, "asset_key": context.op.name, **common, **status, **values}
+        if details:
+            line["details"] = details
+        lines.append(line)
+    for record in context.instance.all_logs(context.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION):
+        if record.step_key != context.step_key:
+            continue
+        evaluation = record.dagster_event.event_specific_data
+        values, details = _plain(dict(evaluation.metadata))
+        line = {
+            "stage": "contract",
+            "contract": evaluation.check_name,
+            "asset_key": evaluation.asset_key.to_user_string(),
+            **common,
+            "passed": bool(evaluation.passed),
+            "severity": evaluation.severity.value,
+            **values,
+        }
+        if details:
+            line["details"] = details
+        lines.append(line)
+    if not lines:  # a step that failed before it produced anything still leaves a line
+        lines.append({"stage": context.op.name, **common, **status})
+    return lines
+
+
+def _audit_step(context: Any, event_list: list) -> None:
+    run_dir = run_audit_dir(context.resources.lakehouse.data_dir, context.run_id)
+    tracker = tracker_of(context)
+    for line in step_audit_lines(context, event_list):
+        written = append_audit(run_dir, line)
+        if tracker.active:
+            tracker.log_audit({k: v for k, v in written.items() if k not in ("details", "job", "error")})
+    if tracker.active:
+        tracker.log_files(run_dir, ["audit.jsonl"], growing=("audit.jsonl",))
+
+
+# event_list_hook: not exported by dagster, but the decorator dagster-mlflow's own hook is
+# built with; it hands the step's events over, so success and failure share one hook.
+@event_list_hook(name="audit_step_and_end_tracking", required_resource_keys={"lakehouse", "mlflow"})
+def audit_step_and_end_tracking(context: Any, event_list: list) -> dg.HookExecutionResult:
+    """Hook of the data, repair and audit jobs: append the step's `audit.jsonl` lines and
+    mirror them, then dagster-mlflow's end-of-run logic (one hook, so the line always
+    reaches MLflow before the run's end uploads the file)."""
+    from dagster_mlflow import end_mlflow_on_run_finished
+
+    try:
+        _audit_step(context, event_list)
+    except Exception as exc:  # noqa: BLE001 - an audit line that cannot be written is a warning, not a failed run
+        context.log.warning(f"audit.jsonl: step {context.step_key} not recorded: {exc!r}")
+    finally:
+        end_mlflow_on_run_finished.hook_fn(context, event_list)
+    return dg.HookExecutionResult(hook_name="audit_step_and_end_tracking", is_skipped=False)

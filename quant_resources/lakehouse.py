@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import numpy as np
 import polars as pl
 from filelock import FileLock
 
@@ -192,8 +193,10 @@ class Lakehouse(dg.ConfigurableResource):
         errors: dict[str, dict[str, Any]] | None = None,
         meta: dict[str, Any] | None = None,
         remove: Iterable[str] = (),
+        remove_errors: Iterable[str] = (),
     ) -> dict[str, Any]:
-        """Merge entries into the catalog under its lock; the newer file's entry wins."""
+        """Merge entries into the catalog under its lock; the newer file's entry wins.
+        `remove_errors` drops errors that no longer hold (a skipped file fixed or removed)."""
         self._check_writable()
         with self.lock("catalog"):
             catalog = self.read_catalog()
@@ -207,6 +210,8 @@ class Lakehouse(dg.ConfigurableResource):
                 catalog["errors"][key] = error
             for key in remove:
                 symbols.pop(key, None)
+            for key in remove_errors:
+                catalog["errors"].pop(key, None)
             if meta:
                 catalog["meta"].update(meta)
             catalog["updated_at"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
@@ -254,9 +259,22 @@ def read_ohlcv_file(path: Path) -> pl.DataFrame:
     return frame.cast(OHLCV_SCHEMA)
 
 
+def _strictly_after(existing: pl.DataFrame, new_bars: pl.DataFrame) -> bool:
+    """Both sorted and unique, the new bars all after the file's last: the daily append."""
+    held, stamps = existing["timestamp"].to_numpy(), new_bars["timestamp"].to_numpy()
+    in_order = np.concatenate([held, stamps]) if stamps.size else held
+    return bool(np.all(np.diff(in_order) > 0))
+
+
 def merge_frames(existing: pl.DataFrame | None, new_bars: pl.DataFrame) -> pl.DataFrame:
+    """Existing bars and new ones, one bar per timestamp (the new bar wins), sorted."""
     new_bars = new_bars.select(OHLCV_COLUMNS).cast(OHLCV_SCHEMA)
     if existing is None or existing.height == 0:
         return new_bars.unique("timestamp", keep="last").sort("timestamp")
-    both = pl.concat([existing.select(OHLCV_COLUMNS), new_bars])
+    existing = existing.select(OHLCV_COLUMNS)
+    if _strictly_after(existing, new_bars):
+        # Appending gives the same frame as the general merge below, without hashing and
+        # sorting ten years of bars for one new bar.
+        return pl.concat([existing, new_bars])
+    both = pl.concat([existing, new_bars])
     return both.unique("timestamp", keep="last", maintain_order=True).sort("timestamp")

@@ -164,8 +164,10 @@ def test_history_backfill_of_the_data_cycle_is_one_run_with_complete_files(tmp_p
             "ohlcv_toxic_free",
             "ohlcv_gaps",
             "ohlcv_freshness",
+            "ohlcv_skipped_files",
             "features_l2",
         }
+        assert evaluations["ohlcv_skipped_files"]  # the synthetic source skips no file
         assert (
             evaluations["ohlcv_schema"]
             and evaluations["ohlcv_toxic_free"]

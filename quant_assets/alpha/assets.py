@@ -30,6 +30,7 @@ from quant_assets.alpha.snapshot import (
 )
 from quant_assets.contracts import (
     check_result_from_cases,
+    enforce,
     returns_schema,
     selection_schema,
     validate,
@@ -38,7 +39,7 @@ from quant_assets.contracts import (
 from quant_assets.observability import mirror_audit, rank_policy, register_policy
 from quant_assets.partitions import window_dates
 from quant_assets.versioning import recorded_lakehouse_md5
-from quant_resources.io_managers import Artifact, LakehouseView
+from quant_resources.io_managers import Artifact, LakehouseView, check_run_folder_writable
 from quant_resources.settings import PROJECT_ROOT, Settings
 
 OWNERS = ["team:quant-research"]
@@ -122,6 +123,7 @@ def _audit(settings: Settings, context, stage: str, started: float, **fields: An
         **fields,
     }
     run_dir = _run_dir(settings, context.run_id)
+    check_run_folder_writable(run_dir, context.run_id)
     line = append_audit(run_dir, record)
     mirror_audit(context, line, run_dir)
     return line
@@ -132,6 +134,7 @@ def _audit_contract(
 ) -> None:
     metadata = {k: getattr(v, "value", v) for k, v in (result.metadata or {}).items()}
     run_dir = _run_dir(settings, context.run_id)
+    check_run_folder_writable(run_dir, context.run_id)
     line = append_audit(
         run_dir,
         {
@@ -146,6 +149,30 @@ def _audit_contract(
         },
     )
     mirror_audit(context, line, run_dir)
+
+
+@dg.success_hook(required_resource_keys={"run_artifacts"})
+def seal_finished_run(context: dg.HookContext) -> None:
+    """Make the run folder read-only once every step the run planned has succeeded.
+
+    A hook, not the IO manager or the last asset: only the run knows it is over. The last
+    asset's own output is stored after its body returns, the IO manager sees one output at
+    a time, and a re-execution of some steps (or a failed step) must not seal early or at
+    all. A failed run keeps its folder writable for nobody but itself: its id never runs
+    again, and a re-execution writes into a folder of its own.
+    """
+    from dagster._core.execution.stats import StepEventStatus  # the status of a step's stats
+
+    instance = context.instance
+    run = instance.get_run_by_id(context.run_id)
+    if run is None or run.execution_plan_snapshot_id is None:
+        return
+    planned = set(instance.get_execution_plan_snapshot(run.execution_plan_snapshot_id).step_keys_to_execute)
+    succeeded = {
+        s.step_key for s in instance.get_run_step_stats(context.run_id) if s.status == StepEventStatus.SUCCESS
+    }
+    if planned <= succeeded | {context.step_key}:
+        context.resources.run_artifacts.seal(context.run_id)
 
 
 def build_alpha_assets(settings: Settings, partitions_def: dg.PartitionsDefinition) -> list:
@@ -324,17 +351,9 @@ def build_alpha_assets(settings: Settings, partitions_def: dg.PartitionsDefiniti
         params = config.params(_periods_per_year(matrix))
         selection = select_winners(values, symbols, params, quality=quality)
         document = selection.document(manifest["as_of"])
-        winners = pl.DataFrame(
-            document["winners"],
-            schema={
-                "symbol": pl.String,
-                "score": pl.Float64,
-                "momentum": pl.Float64,
-                "volatility": pl.Float64,
-                "cluster": pl.Int64,
-            },
-        )
-        result = check_result_from_cases(winners, validate(selection_schema(symbols), winners))
+        winners = _winners_frame(document)
+        snapshot_symbols = [d["symbol"] for d in manifest["files"].values()]
+        result = check_result_from_cases(winners, validate(selection_schema(snapshot_symbols), winners))
         table = "\n".join(
             f"| {w['symbol']} | {w['score']:.3f} | {w['cluster']} |" for w in document["winners"]
         )
@@ -395,10 +414,19 @@ def build_alpha_assets(settings: Settings, partitions_def: dg.PartitionsDefiniti
     ):
         started = time.perf_counter()
         matrix = returns_matrix.payload
+        # L3 again on the selection as read back: a re-execution reads it from the parent
+        # run's folder, which is checked here rather than trusted.
+        enforce(
+            selection_schema([c for c in matrix.columns if c != "date"]),
+            _winners_frame(selected_winners.payload),
+            f"the selection read from {selected_winners.run_dir}",
+        )
         winners = [w["symbol"] for w in selected_winners.payload["winners"]]
         frame = weights_frame(matrix, winners, config.model_dump(), _periods_per_year(matrix))
         schema = weights_schema(max_weight=config.max_weight, min_weight=config.min_weight)
-        result = check_result_from_cases(frame, validate(schema, frame))
+        result = check_result_from_cases(
+            frame, validate(schema, frame), extra={"weight_sum": float(frame["weight"].sum())}
+        )
         params = {
             "optimization": config.model_dump(),
             "selection": selected_winners.payload["parameters"],
@@ -512,6 +540,20 @@ def build_alpha_assets(settings: Settings, partitions_def: dg.PartitionsDefiniti
         )
 
     return [run_snapshot, returns_matrix, selected_winners, portfolio_weights, backtest]
+
+
+def _winners_frame(document: dict[str, Any]) -> pl.DataFrame:
+    """The winners of a selection.json document as a frame of the L3 contract's columns."""
+    return pl.DataFrame(
+        document["winners"],
+        schema={
+            "symbol": pl.String,
+            "score": pl.Float64,
+            "momentum": pl.Float64,
+            "volatility": pl.Float64,
+            "cluster": pl.Int64,
+        },
+    )
 
 
 def _feature_version(view: LakehouseView) -> int | None:

@@ -10,6 +10,8 @@ symbol's window once.
 import datetime as dt
 import statistics
 import warnings
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import dagster as dg
@@ -20,10 +22,20 @@ from quant_assets.contracts import check_result_from_cases, ohlcv_schema, valida
 from quant_assets.data.calendar import last_session_on_or_before
 from quant_assets.data.ingest import IngestReport, ingest
 from quant_assets.data.lakehouse_reads import scan_bars
-from quant_assets.data.scanners import load_universe, scan_many
+from quant_assets.data.quality_report import quality_markdown, quality_view
+from quant_assets.data.restore import RESTORE_ASSET
+from quant_assets.data.scanners import UniverseConfig, load_universe, scan_days_json, scan_many
+from quant_assets.data.skipped import (
+    LISTING,
+    listing_errors,
+    resolved_listing_errors,
+    skipped_errors,
+    skipped_line,
+    skipped_markdown,
+)
 from quant_assets.observability import log_data_cycle
 from quant_assets.partitions import window_dates
-from quant_resources.atomic import atomic_write_json
+from quant_resources.atomic import atomic_write_text
 from quant_resources.io_managers import LakehouseView
 from quant_resources.lakehouse import Lakehouse
 from quant_resources.schema import SymbolInfo, date_to_ts
@@ -35,10 +47,33 @@ warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 warnings.filterwarnings("ignore", category=dg.BetaWarning)
 
 OWNERS = ["team:data-platform"]
+CANDIDATE_WRITERS = 4  # threads writing candidates files: each mostly waits on fsync
 
 
 def candidates_path(settings: Settings, day: dt.date):
     return settings.export_dir / day.isoformat() / "candidates.json"
+
+
+def write_candidates(
+    settings: Settings, config: UniverseConfig, listed: list[SymbolInfo], days: list[dt.date]
+) -> int:
+    """Write each day's candidates.json (compact, atomic); returns the bytes written.
+
+    A history backfill writes one file per day (3653 for 10 years): documents are encoded
+    one at a time and written by a few threads, so the fsync of one file overlaps the
+    encoding of the next and memory holds only the files in flight.
+    """
+    written = 0
+    with ThreadPoolExecutor(max_workers=CANDIDATE_WRITERS, thread_name_prefix="candidates") as pool:
+        in_flight: deque[Future] = deque()
+        for day, text, _ in scan_days_json(config, listed, days):
+            if len(in_flight) >= 4 * CANDIDATE_WRITERS:
+                in_flight.popleft().result()
+            in_flight.append(pool.submit(atomic_write_text, candidates_path(settings, day), text))
+            written += len(text)
+        for future in in_flight:
+            future.result()  # an I/O error fails the asset, naming the file
+    return written
 
 
 def read_candidates(settings: Settings, day: dt.date) -> dict[str, Any]:
@@ -108,6 +143,7 @@ def build_data_assets(settings: Settings, partitions_def: dg.PartitionsDefinitio
     @dg.asset(
         partitions_def=partitions_def,
         backfill_policy=dg.BackfillPolicy.single_run(),
+        deps=[RESTORE_ASSET],  # the data job's first step: the recorded lakehouse version, restored
         group_name="data",
         kinds={"python", "json"},
         owners=OWNERS,
@@ -122,11 +158,8 @@ def build_data_assets(settings: Settings, partitions_def: dg.PartitionsDefinitio
         config = load_universe(settings.config_dir, settings.universe)
         listed = source.list_symbols()
         days = [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
-        documents = scan_many(config, listed, days)
-        for day, document in documents.items():
-            # Compact: a history backfill writes one file per day.
-            atomic_write_json(candidates_path(settings, day), document, indent=None)
-        last = documents[end]
+        write_candidates(settings, config, listed, days)
+        last = scan_many(config, listed, [end])[end]
         counts = {}
         for record in last["candidates"]:
             counts[record["asset_class"]] = counts.get(record["asset_class"], 0) + 1
@@ -166,6 +199,7 @@ def build_data_assets(settings: Settings, partitions_def: dg.PartitionsDefinitio
         candidates_doc = read_candidates(settings, end)
         catalog = lakehouse.read_catalog()
         listed = source.list_symbols()
+        skipped = source.skipped_files()  # what it could not list, and why: reported below, never dropped
         symbols = symbols_to_ingest(candidates_doc, catalog, listed)
         context.log.info(f"ohlcv {start}..{end}: {len(symbols)} symbols to bring up to date")
         report = ingest(
@@ -173,12 +207,26 @@ def build_data_assets(settings: Settings, partitions_def: dg.PartitionsDefinitio
         )
         ingested = {o.key for o in report.outcomes if o.status in ("ingested", "skipped")}
         lakehouse.update_symbols([s for s in symbols if s.key in ingested])
-        catalog = lakehouse.update_catalog(meta={"last_partition": end.isoformat(), "last_window": f"{start}..{end}"})
+        catalog = lakehouse.update_catalog(
+            meta={"last_partition": end.isoformat(), "last_window": f"{start}..{end}"},
+            errors=skipped_errors(skipped, source.source_name, dt.datetime.now(dt.UTC).isoformat(timespec="seconds")),
+            remove_errors=resolved_listing_errors(catalog, skipped),
+        )
         for failure in report.failures:
             context.log.warning(f"ohlcv: {failure.key or failure.symbol} not ingested: {failure.reason}")
         metadata = ingest_metadata(report, catalog)
         metadata["path"] = dg.MetadataValue.path(str(lakehouse.ohlcv_dir))
+        metadata["skipped_files"] = len(skipped)
+        if skipped:
+            metadata["skipped_file_reasons"] = dg.MetadataValue.json(dict(skipped))
+            context.log.warning(f"ohlcv: the source {skipped_line(dict(skipped))}")
         log_data_cycle(mlflow, metadata, catalog)  # queued: never blocks or fails the run
+        # The picture goes on the last partition only: MaterializeResult metadata is copied
+        # onto every partition of a single-run backfill (3653 PNGs for ten years).
+        context.add_asset_metadata(
+            {"quality_report": dg.MetadataValue.md(quality_markdown(quality_view(catalog)))},
+            partition_key=end.isoformat(),
+        )
         return dg.MaterializeResult(metadata=metadata)
 
     def _window_bars(context: dg.AssetCheckExecutionContext, margin_days: int = 0) -> pl.DataFrame:
@@ -276,7 +324,8 @@ def build_data_assets(settings: Settings, partitions_def: dg.PartitionsDefinitio
             fetched = dt.datetime.fromisoformat(entry["last_fetch"])
             if (now - fetched).total_seconds() > settings.freshness_hours * 3600 and end >= (now.date() - dt.timedelta(days=2)):
                 old_fetch.append(f"{key} fetched {entry['last_fetch']}")
-        errors = [f"{k}: {e['reason']}" for k, e in catalog.get("errors", {}).items()]
+        # Files the source could not list are ohlcv_skipped_files' to report.
+        errors = [f"{k}: {e['reason']}" for k, e in catalog.get("errors", {}).items() if e.get("stage") != LISTING]
         problems = stale + errors
         metadata: dict[str, Any] = {
             "symbols": len(catalog["symbols"]),
@@ -288,4 +337,22 @@ def build_data_assets(settings: Settings, partitions_def: dg.PartitionsDefinitio
             metadata["problems"] = dg.MetadataValue.md("\n".join(f"- {p[:300]}" for p in problems[:50]))
         return dg.AssetCheckResult(passed=not problems, metadata=metadata)
 
-    return [candidates, ohlcv, ohlcv_schema_check, ohlcv_toxic_free, ohlcv_gaps, ohlcv_freshness]
+    @dg.asset_check(
+        asset=ohlcv,
+        name="ohlcv_skipped_files",
+        partitions_def=partitions_def,
+        blocking=False,
+        required_resource_keys={"lakehouse"},
+        description=(
+            "Warns on every file (or symbol) the source could not list or read, naming each "
+            "with why (an empty export, a missing Close column, a bad name): never dropped in silence."
+        ),
+    )
+    def ohlcv_skipped_files(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+        reasons = listing_errors(context.resources.lakehouse.read_catalog())
+        metadata: dict[str, Any] = {"skipped_files": len(reasons)}
+        if reasons:
+            metadata["skipped"] = dg.MetadataValue.md(skipped_markdown(reasons))
+        return dg.AssetCheckResult(passed=not reasons, severity=dg.AssetCheckSeverity.WARN, metadata=metadata)
+
+    return [candidates, ohlcv, ohlcv_schema_check, ohlcv_toxic_free, ohlcv_gaps, ohlcv_freshness, ohlcv_skipped_files]

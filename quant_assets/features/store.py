@@ -17,6 +17,7 @@ import json
 import random
 import time
 import uuid
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +42,8 @@ _WRITE_ID_KEY = "quant.write_id"
 # delta-rs already retries a commit that lost a race when the winner's changes do not
 # conflict with it; this bounds our own retries of the whole write on a real conflict.
 MAX_WRITE_ATTEMPTS = 8
+# Symbols whose indicators are computed, validated and handed to the writer together.
+SYMBOLS_PER_CHUNK = 125
 
 
 # Indicator values almost never repeat, so dictionary pages only cost time (the default
@@ -180,23 +183,87 @@ def _version_of_commit(table_path: Path, write_id: str) -> int:
     raise FeatureStoreError(f"{table_path}: commit {write_id} not found in the Delta log")
 
 
-def _commit(table_path: Path, rows: pl.DataFrame, start: dt.date, end: dt.date) -> int:
+class _RowStream:
+    """The rows of one write as Arrow batches, chunk by chunk, counted as they pass.
+
+    delta-rs consumes the batches and commits only after the last one, so a chunk that
+    fails (an L2 violation, a count that does not add up) aborts the write before the
+    commit. It reaches the caller wrapped in a DeltaError; `error` keeps the original.
+    """
+
+    def __init__(self, chunks: Iterable[pl.DataFrame], rows_expected: int) -> None:
+        self.chunks = chunks
+        self.rows_expected = rows_expected
+        self.rows = 0
+        self.symbols = 0
+        self.error: BaseException | None = None
+
+    def batches(self, schema: pa.Schema) -> Iterator[pa.RecordBatch]:
+        try:
+            for rows in self.chunks:
+                self.rows += rows.height
+                self.symbols += rows["symbol"].n_unique()  # chunks never share a symbol
+                yield from rows.to_arrow().cast(schema).to_batches()
+            if self.rows != self.rows_expected:
+                raise FeatureStoreError(
+                    f"computed {self.rows} feature rows where the bars give {self.rows_expected}: "
+                    "nothing was committed"
+                )
+        except BaseException as error:
+            self.error = error
+            raise
+
+
+def _commit(
+    table_path: Path, stream: _RowStream, start: dt.date, end: dt.date
+) -> int:
     _ensure_table(table_path)
     write_id = uuid.uuid4().hex
     metadata = {
         _WRITE_ID_KEY: write_id,
         "quant.dates": f"{start.isoformat()}..{end.isoformat()}",
-        "quant.rows": str(rows.height),
+        "quant.rows": str(stream.rows_expected),
     }
-    deltalake.write_deltalake(
-        str(table_path),
-        rows.to_arrow(),
-        mode="overwrite",
-        predicate=_range_predicate(start, end),
-        commit_properties=deltalake.CommitProperties(custom_metadata=metadata),
-        writer_properties=_WRITER_PROPERTIES,
-    )
+    schema = _table_arrow_schema()
+    try:
+        deltalake.write_deltalake(
+            str(table_path),
+            pa.RecordBatchReader.from_batches(schema, stream.batches(schema)),
+            mode="overwrite",
+            predicate=_range_predicate(start, end),
+            commit_properties=deltalake.CommitProperties(custom_metadata=metadata),
+            writer_properties=_WRITER_PROPERTIES,
+        )
+    except DeltaError:
+        if stream.error is not None:
+            raise stream.error from None
+        raise
     return _version_of_commit(table_path, write_id)
+
+
+def _write_chunks(
+    path: Path,
+    chunks: Callable[[], Iterable[pl.DataFrame]],
+    rows_expected: int,
+    start: dt.date,
+    end: dt.date,
+) -> tuple[int, _RowStream]:
+    """Commit the table rows `chunks()` yields (called again on a retry); one commit."""
+    for attempt in range(1, MAX_WRITE_ATTEMPTS + 1):
+        stream = _RowStream(chunks(), rows_expected)
+        try:
+            return _commit(path, stream, start, end), stream
+        except (CommitFailedError, DeltaError) as error:
+            # Only a lost race is worth retrying; a schema mismatch would fail again.
+            if not _is_race(error) or attempt == MAX_WRITE_ATTEMPTS:
+                raise FeatureStoreError(
+                    f"{path}: cannot commit features for {start}..{end} "
+                    f"(attempt {attempt} of {MAX_WRITE_ATTEMPTS}): {error}"
+                ) from error
+            # Exponential backoff with full jitter: writers that collided spread out
+            # instead of colliding again in lock step.
+            time.sleep(random.uniform(0.0, min(2.0, 0.05 * 2**attempt)))
+    raise AssertionError("unreachable")
 
 
 def write_features(
@@ -210,22 +277,9 @@ def write_features(
     Delta version. Raises pandera's SchemaError if a row breaks `FeaturesSchema`.
     """
     _check_range(start, end)
-    path = Path(table_path)
     rows = _to_table_rows(features, start, end)
-    for attempt in range(1, MAX_WRITE_ATTEMPTS + 1):
-        try:
-            return _commit(path, rows, start, end)
-        except (CommitFailedError, DeltaError) as error:
-            # Only a lost race is worth retrying; a schema mismatch would fail again.
-            if not _is_race(error) or attempt == MAX_WRITE_ATTEMPTS:
-                raise FeatureStoreError(
-                    f"{path}: cannot commit features for {start}..{end} "
-                    f"(attempt {attempt} of {MAX_WRITE_ATTEMPTS}): {error}"
-                ) from error
-            # Exponential backoff with full jitter: writers that collided spread out
-            # instead of colliding again in lock step.
-            time.sleep(random.uniform(0.0, min(2.0, 0.05 * 2**attempt)))
-    raise AssertionError("unreachable")
+    version, _ = _write_chunks(Path(table_path), lambda: [rows], rows.height, start, end)
+    return version
 
 
 def _is_race(error: Exception) -> bool:
@@ -281,16 +335,36 @@ def update_features(
     if warmup_bars < 0:
         raise FeatureStoreError(f"warmup_bars must be >= 0, got {warmup_bars}")
     frame = bars.lazy() if isinstance(bars, pl.DataFrame) else bars
-    features = compute_indicators(_trim_to_warmup(frame, start, end, warmup_bars))
-    written = features.filter(pl.col("date").is_between(start, end))
-    version = write_features(table_path, written, start, end)
+    timestamp = pl.col("timestamp").cast(pl.Int64)
+    in_range = (timestamp >= date_to_ts(start)) & (timestamp < date_to_ts(end + dt.timedelta(days=1)))
+    # compute_indicators gives one row per bar (it refuses duplicate bars).
+    rows_expected = frame.filter(in_range).select(pl.len()).collect().item()
+
+    def chunks() -> Iterator[pl.DataFrame]:
+        for symbols in _symbol_groups(frame, SYMBOLS_PER_CHUNK):
+            part = frame if symbols is None else frame.filter(pl.col("symbol").is_in(symbols))
+            features = compute_indicators(_trim_to_warmup(part, start, end, warmup_bars))
+            yield _to_table_rows(features, start, end)
+
+    version, stream = _write_chunks(Path(table_path), chunks, rows_expected, start, end)
     return UpdateResult(
-        version=version,
-        rows_written=written.height,
-        symbols=written["symbol"].n_unique(),
-        start=start,
-        end=end,
+        version=version, rows_written=stream.rows, symbols=stream.symbols, start=start, end=end
     )
+
+
+def _symbol_groups(frame: pl.LazyFrame, size: int) -> list[list[str] | None]:
+    """The frame's symbols in sorted groups of `size`; [None] (everything at once) when small.
+
+    Indicators are per symbol, so computing a group at a time gives the same rows while
+    memory holds one group's intermediate columns instead of the whole universe's (a
+    10-year backfill of 1000 symbols peaked at 3 GB). A null symbol keeps one group, so
+    compute_indicators refuses it as before.
+    """
+    symbols = frame.select(pl.col("symbol").unique()).collect()["symbol"]
+    if symbols.len() <= size or symbols.null_count():
+        return [None]
+    names = sorted(symbols.to_list())
+    return [names[i : i + size] for i in range(0, len(names), size)]
 
 
 def read_features(

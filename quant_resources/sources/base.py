@@ -37,6 +37,14 @@ class MarketDataSource(dg.ConfigurableResource):
         """
         raise NotImplementedError
 
+    def skipped_files(self) -> list[tuple[str, str]]:
+        """(file or symbol, why) of everything the source has that `list_symbols` left out.
+
+        Reported by the data cycle (run summary, `ohlcv` metadata, catalog errors, the
+        `ohlcv_skipped_files` check): a source never drops input in silence.
+        """
+        return []
+
     def symbol_info(self, exchange: str, symbol: str) -> SymbolInfo | None:
         for info in self.list_symbols():
             if info.exchange == exchange and info.symbol == symbol:

@@ -15,13 +15,17 @@ Two layouts are understood, column names in any case, extra columns ignored:
 
 Bars are returned raw (duplicates, bad prices and all) because sanitising is the
 ingestion's job; empty cells become nulls. Parsed files are cached per (path,
-modification time, size), so many windows over the same files parse each file once.
+modification time, size) within a byte budget that holds a large folder whole, so a run
+(listing, then every symbol's window) parses each file once.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import os
+import threading
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -39,6 +43,8 @@ _MILLISECONDS_ABOVE = 100_000_000_000  # 1e11 s is the year 5138; 1e11 ms is 197
 # Vendors write these for a missing value (Yahoo exports write "null" on holidays).
 _NULL_TOKENS = ["null", "NULL", "Null", "NA", "N/A", "n/a", "#N/A", "None", "-"]
 _SOURCE = "files"
+PARSE_CACHE_BYTES = 1 << 30  # parsed bars kept per process (see _ParsedFiles)
+LISTING_THREADS = min(4, 2 * (os.cpu_count() or 1))
 
 
 class _UnreadableFile(Exception):
@@ -201,10 +207,8 @@ def _session_dates(table: pl.DataFrame, column: str) -> pl.Series:
     return days.cast(pl.Int32).cast(pl.Int64) * SECONDS_PER_DAY
 
 
-@lru_cache(maxsize=256)
-def _parse(path: str, mtime_ns: int, size: int) -> pl.DataFrame:
-    """All bars of one file in OHLCV_SCHEMA, in file order; (mtime, size) key the cache."""
-    table = _read_table(Path(path))
+def _columns(table: pl.DataFrame) -> tuple[dict[str, str], str]:
+    """The file's column names by lower-case name, and its time column; errors if one lacks."""
     by_name: dict[str, str] = {}
     for name in table.columns:
         by_name.setdefault(name.strip().lower(), name)
@@ -220,11 +224,103 @@ def _parse(path: str, mtime_ns: int, size: int) -> pl.DataFrame:
             f"(found {', '.join(map(repr, table.columns)) or 'none'}); expected Date (or "
             "timestamp), Open, High, Low, Close, Volume in any case"
         )
+    return by_name, time_column
+
+
+def _parse_text_columns(table: pl.DataFrame, by_name: dict[str, str], time_column: str) -> pl.DataFrame | None:
+    """All bars of a CSV read as text, in one query; None when a value does not parse.
+
+    The common case costs one query instead of one per column and check. On None the
+    column-by-column path below reads the file again and names the value and its line.
+    """
+    if any(table[name].dtype != pl.String for name in (time_column, *(by_name[c] for c in _VALUE_COLUMNS))):
+        return None
+    text = pl.col(time_column).str.strip_chars()
+    if "timestamp" in by_name:
+        epoch = text.cast(pl.Float64, strict=False)
+        timestamp = pl.when(epoch <= _MILLISECONDS_ABOVE).then(epoch).otherwise(epoch // 1000)
+        time_ok = (epoch.is_not_null() & epoch.is_finite()).all()
+    else:
+        days = text.str.slice(0, 10).str.to_date("%Y-%m-%d", strict=False)
+        timestamp = days.cast(pl.Int32).cast(pl.Int64) * SECONDS_PER_DAY
+        time_ok = days.is_not_null().all()
+    numbers = {c: pl.col(by_name[c]).str.strip_chars().cast(pl.Float64, strict=False) for c in _VALUE_COLUMNS}
+    parsed_ok = pl.all_horizontal(
+        [time_ok] + [~(n.is_null() & pl.col(by_name[c]).is_not_null()).any() for c, n in numbers.items()]
+    )
+    parsed = (
+        table.lazy()
+        .select([timestamp.cast(pl.Int64).alias("timestamp")] + [n.alias(c) for c, n in numbers.items()] + [parsed_ok.alias("_ok")])
+        .collect()
+    )
+    if parsed.height and not parsed["_ok"][0]:
+        return None
+    return parsed.drop("_ok").cast(OHLCV_SCHEMA)
+
+
+def _parse(path: str) -> pl.DataFrame:
+    """All bars of one file in OHLCV_SCHEMA, in file order."""
+    table = _read_table(Path(path))
+    by_name, time_column = _columns(table)
+    parsed = _parse_text_columns(table, by_name, time_column)
+    if parsed is not None:
+        return parsed
+    vendor = "timestamp" not in by_name
     timestamps = _session_dates(table, time_column) if vendor else _timestamps(table, time_column)
     return pl.DataFrame(
         [timestamps.alias("timestamp")]
         + [_numbers(table, by_name[c]).alias(c) for c in _VALUE_COLUMNS]
     ).cast(OHLCV_SCHEMA)
+
+
+class _ParsedFiles:
+    """Parsed files by (path, mtime, size), the least recently used dropped past a byte budget.
+
+    A run lists every file twice (candidates, then ohlcv) and fetches each: with the
+    folder held whole (1000 ten-year files take ~130 MB) each file is parsed once per
+    process, where a 256-entry cache re-parsed a 1000-file folder three times. A file
+    that changed replaces its older parse.
+    """
+
+    def __init__(self, budget_bytes: int) -> None:
+        self.budget_bytes = budget_bytes
+        self._entries: OrderedDict[tuple[str, int, int], tuple[pl.DataFrame, int]] = OrderedDict()
+        self._key_of_path: dict[str, tuple[str, int, int]] = {}
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def get(self, path: str, mtime_ns: int, size: int) -> pl.DataFrame:
+        key = (path, mtime_ns, size)
+        with self._lock:
+            if key in self._entries:
+                self._entries.move_to_end(key)
+                return self._entries[key][0]
+        frame = _parse(path)  # outside the lock: threads parse different files at once
+        with self._lock:
+            self._drop(self._key_of_path.get(path))
+            weight = int(frame.estimated_size())
+            self._entries[key] = (frame, weight)
+            self._key_of_path[path] = key
+            self._bytes += weight
+            while self._bytes > self.budget_bytes and len(self._entries) > 1:
+                self._drop(next(iter(self._entries)))
+        return frame
+
+    def _drop(self, key: tuple[str, int, int] | None) -> None:
+        entry = self._entries.pop(key, None) if key is not None else None
+        if entry is not None:
+            self._bytes -= entry[1]
+            if self._key_of_path.get(key[0]) == key:
+                del self._key_of_path[key[0]]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self._key_of_path.clear()
+            self._bytes = 0
+
+
+_PARSED = _ParsedFiles(PARSE_CACHE_BYTES)
 
 
 def _as_date(value: dt.date) -> dt.date:
@@ -258,7 +354,7 @@ class FileSource(MarketDataSource):
     def _bars(self, exchange: str, symbol: str, path: Path) -> pl.DataFrame:
         try:
             stat = path.stat()
-            return _parse(str(path), stat.st_mtime_ns, stat.st_size)
+            return _PARSED.get(str(path), stat.st_mtime_ns, stat.st_size)
         except FileNotFoundError:
             raise SourceError(
                 symbol, "the file vanished while reading it", file=str(path), source=_SOURCE
@@ -266,33 +362,39 @@ class FileSource(MarketDataSource):
         except _UnreadableFile as exc:
             raise SourceError(symbol, str(exc), file=str(path), source=_SOURCE) from None
 
+    def _describe(self, exchange: str, symbol: str, path: Path) -> SymbolInfo | tuple[str, str]:
+        """The symbol's metadata from its bars, or (file name, why it is skipped)."""
+        try:
+            bars = self._bars(exchange, symbol, path)
+        except SourceError as exc:
+            return path.name, exc.reason
+        if bars.is_empty():
+            return path.name, "no bars in the file"
+        stats = bars.select(
+            first=pl.col("timestamp").min(),
+            weekend=((pl.col("timestamp") // SECONDS_PER_DAY + 3) % 7 >= 5).any(),
+            dollar_volume=(pl.col("close") * pl.col("volume")).median(),
+        ).row(0, named=True)
+        return SymbolInfo(
+            exchange=exchange,
+            symbol=symbol,
+            asset_class="crypto" if stats["weekend"] else "equity",
+            genesis_date=ts_to_date(stats["first"]),
+            median_dollar_volume=float(stats["dollar_volume"] or 0.0),
+        )
+
     def _listing(self) -> tuple[list[SymbolInfo], list[tuple[str, str]]]:
         folder = self._folder()
         infos: list[SymbolInfo] = []
         skipped = list(folder.skipped)
-        for (exchange, symbol), path in folder.files.items():
-            try:
-                bars = self._bars(exchange, symbol, path)
-            except SourceError as exc:
-                skipped.append((path.name, exc.reason))
-                continue
-            if bars.is_empty():
-                skipped.append((path.name, "no bars in the file"))
-                continue
-            stats = bars.select(
-                first=pl.col("timestamp").min(),
-                weekend=((pl.col("timestamp") // SECONDS_PER_DAY + 3) % 7 >= 5).any(),
-                dollar_volume=(pl.col("close") * pl.col("volume")).median(),
-            ).row(0, named=True)
-            infos.append(
-                SymbolInfo(
-                    exchange=exchange,
-                    symbol=symbol,
-                    asset_class="crypto" if stats["weekend"] else "equity",
-                    genesis_date=ts_to_date(stats["first"]),
-                    median_dollar_volume=float(stats["dollar_volume"] or 0.0),
-                )
-            )
+        # Parsing releases the GIL: a few threads read a large folder on every core.
+        with ThreadPoolExecutor(max_workers=LISTING_THREADS, thread_name_prefix="files-source") as pool:
+            described = pool.map(lambda item: self._describe(*item[0], item[1]), folder.files.items())
+            for outcome in described:
+                if isinstance(outcome, SymbolInfo):
+                    infos.append(outcome)
+                else:
+                    skipped.append(outcome)
         return infos, sorted(skipped)
 
     def list_symbols(self) -> list[SymbolInfo]:

@@ -19,6 +19,16 @@ bars, high < low, non-positive closes) at deterministic dates, each kind on its 
 dates, between max(genesis, 2018-01-01) + 30 days and 2025-06-30.
 `SyntheticSource.seeded_defects` says where, so ingestion tests can check the lakehouse
 catalog against the truth.
+
+*Late bars* (off unless `late_bars_seed` is set): some runs of 6-9 sessions that a bulk
+fetch (a window longer than `late_bars_bulk_days`, 31 by default) leaves out and a targeted
+fetch of a short window delivers, as a vendor whose history download misses bars that a
+re-request returns. A history backfill then records them as gaps and the gap repair,
+which re-fetches exactly the gap's sessions, heals them; the seeded `gap` defects are
+real halts and stay open. The model is stateless on purpose: "first fetch" and "later
+fetch" are told apart by the window asked, not by memory, so a `quant backfill` and a
+later `quant repair` in another process see the same market. `SyntheticSource.late_bars`
+says where they are.
 """
 
 from __future__ import annotations
@@ -62,7 +72,7 @@ _SLOT_MARGIN = 8
 _EVENT_ROOM = 20
 
 # Tags keep the random streams of parameters, years, factors and defects independent.
-_TAG_PARAMS, _TAG_YEAR, _TAG_FACTOR, _TAG_DEFECTS = 101, 202, 303, 404
+_TAG_PARAMS, _TAG_YEAR, _TAG_FACTOR, _TAG_DEFECTS, _TAG_LATE = 101, 202, 303, 404, 505
 _N_FACTORS = 4  # 0 market, 1 and 2 equity sectors, 3 crypto sector
 _CARRY_LIMIT = 500_000  # entries of the year-start log-price cache before it is reset
 
@@ -374,6 +384,48 @@ def _apply_defects(
     return (days, values) if keep.all() else (days[keep], values[:, keep])
 
 
+# ------------------------------------------------------------------------- late bars
+
+_LATE_SHARE = 0.25  # chance that a symbol has one late run in a given calendar year
+_LATE_SESSIONS = (6, 10)  # sessions per run, [6, 10): above the default gap threshold (5)
+_LATE_CLEARANCE = 25  # days kept between a late run and any seeded defect or the genesis
+
+
+@lru_cache(maxsize=1 << 16)
+def _late_run(seed: int, late_seed: int, idx: int, year: int) -> tuple[int, int] | None:
+    """The late run of (symbol, year) as (first, last) epoch-day sessions, or None.
+
+    Drawn from its own stream, so turning late bars on changes no other bar; kept clear of
+    the seeded defects so a late run never merges with a real halt or hides a spike.
+    """
+    p = _symbol_params(seed, idx)
+    rng = _generator(_TAG_LATE, seed, idx, ((late_seed & 0xFFFFF) << 12) ^ (year & 0xFFF))
+    if rng.random() >= _LATE_SHARE:
+        return None
+    jan1 = _epoch_day(dt.date(year, 1, 1))
+    day = _next_session(jan1 + 9 + int(rng.integers(0, 330)), p.crypto)
+    last = day
+    for _ in range(int(rng.integers(*_LATE_SESSIONS)) - 1):
+        last = _next_session(last + 1, p.crypto)
+    plan = _defect_plan(seed, idx)
+    defect_days = [
+        *plan.toxic, *plan.level_shift, *plan.high_low,
+        *(d for d, _ in plan.duplicate), *(d for d, _ in plan.nonpositive),
+        *(d for g in plan.gap for d in g),
+    ]
+    near = any(day - _LATE_CLEARANCE <= d <= last + _LATE_CLEARANCE for d in defect_days)
+    if near or day < p.genesis_day + _LATE_CLEARANCE:
+        return None
+    return day, last
+
+
+def _late_runs(seed: int, late_seed: int, idx: int, first: int, last: int) -> list[tuple[int, int]]:
+    """Late runs of a symbol that touch epoch days [first, last], unclipped."""
+    years = range(_from_epoch_day(first).year - 1, _from_epoch_day(last).year + 1)
+    runs = (_late_run(seed, late_seed, idx, y) for y in years)
+    return [r for r in runs if r is not None and r[0] <= last and r[1] >= first]
+
+
 # ------------------------------------------------------------------------ price paths
 
 # Log close at the start of (seed, idx, year): the chain that ties years together. Kept
@@ -513,6 +565,7 @@ def clear_caches() -> None:
         _year_bars,
         _universe,
         _calendar,
+        _late_run,
     ):
         cached.cache_clear()
     _LOG_START.clear()
@@ -532,11 +585,14 @@ class SyntheticSource(MarketDataSource):
     `n_symbols` members (symbol `i` is the same in every universe that includes it);
     `seed` chooses the market. Bars are stamped at 00:00 UTC of the session date and
     exist from the symbol's genesis date up to today (UTC): the synthetic market has no
-    future.
+    future. With `late_bars_seed` set, some bars arrive late (module docstring): a fetch
+    of a window longer than `late_bars_bulk_days` leaves them out, a shorter one has them.
     """
 
     n_symbols: int = 300
     seed: int = 7
+    late_bars_seed: int | None = None  # None: every bar on the first fetch (the default)
+    late_bars_bulk_days: int = 31
 
     def list_symbols(self) -> list[SymbolInfo]:
         return list(_universe(self.seed, self.n_symbols)[0])
@@ -576,12 +632,41 @@ class SyntheticSource(MarketDataSource):
             days = np.concatenate([y[0] for y in years])
             values = np.concatenate([y[1] for y in years], axis=1)
         lo, hi = int(np.searchsorted(days, first)), int(np.searchsorted(days, last, side="right"))
+        days, values = days[lo:hi], values[:, lo:hi]
+        asked = _epoch_day(_as_date(end)) - _epoch_day(_as_date(start)) + 1
+        if self.late_bars_seed is not None and asked > self.late_bars_bulk_days:
+            keep = np.ones(len(days), dtype=bool)
+            for run_first, run_last in _late_runs(self.seed, self.late_bars_seed, idx, first, last):
+                keep &= (days < run_first) | (days > run_last)
+            days, values = days[keep], values[:, keep]
         # Series from int64/float64 arrays already have the OHLCV_SCHEMA dtypes; skipping
         # the schema cast halves the construction cost.
         return pl.DataFrame(
-            [pl.Series("timestamp", days[lo:hi] * SECONDS_PER_DAY)]
-            + [pl.Series(name, values[row, lo:hi]) for row, name in enumerate(_VALUE_COLUMNS)]
+            [pl.Series("timestamp", days * SECONDS_PER_DAY)]
+            + [pl.Series(name, values[row]) for row, name in enumerate(_VALUE_COLUMNS)]
         )
+
+    def late_bars(
+        self,
+        exchange: str,
+        symbol: str,
+        start: dt.date | None = None,
+        end: dt.date | None = None,
+    ) -> list[tuple[dt.date, dt.date]]:
+        """The runs of late bars (first, last session) in [start, end], clipped to it and
+        to the bars that exist (genesis to today); empty when late bars are off."""
+        if self.late_bars_seed is None:
+            return []
+        idx = self._index(exchange, symbol)
+        p = _symbol_params(self.seed, idx)
+        lo = max(_epoch_day(_as_date(start)) if start is not None else p.genesis_day, p.genesis_day)
+        hi = min(_epoch_day(_as_date(end)) if end is not None else 10**6, _epoch_day(_today_utc()))
+        runs = []
+        for first, last in _late_runs(self.seed, self.late_bars_seed, idx, lo, hi):
+            first, last = _next_session(max(first, lo), p.crypto), _previous_session(min(last, hi), p.crypto)
+            if first <= last:
+                runs.append((_from_epoch_day(first), _from_epoch_day(last)))
+        return runs
 
     def seeded_defects(
         self,
