@@ -65,7 +65,28 @@ def daemon_workspace(monkeypatch, **quant_env: str) -> Iterator[tuple[dg.Dagster
             with create_test_daemon_workspace_context(target, instance) as context:
                 yield instance, context
     finally:
+        _wait_for_code_servers(home)
         EmbeddedPostgres(home).release()  # this test was its only user: it stops
+
+
+def _wait_for_code_servers(home, timeout: float = 30.0) -> None:
+    """The code servers the workspace started finish their last runs' bookkeeping in the
+    instance before they exit: stopping its database first would leave them hanging."""
+    import psutil
+
+    def ours() -> list[psutil.Process]:
+        found = []
+        for proc in psutil.process_iter(attrs=("cmdline",)):
+            try:
+                if "grpc" in (proc.info["cmdline"] or []) and proc.environ().get("DAGSTER_HOME") == str(home):
+                    found.append(proc)
+            except psutil.Error:
+                continue
+        return found
+
+    _, alive = psutil.wait_procs(ours(), timeout=timeout)
+    for proc in alive:  # a server that did not stop in time: do not leave it behind
+        proc.kill()
 
 
 def submit_backfill(instance, context, assets: tuple[str, ...], days: list[str]) -> str:

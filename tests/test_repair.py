@@ -178,7 +178,7 @@ def test_data_runs_write_their_audit_jsonl_outside_the_lakehouse(repaired):
     stages = [(x["stage"], x.get("contract")) for x in lines]
     assert {("candidates", None), ("ohlcv", None), ("tv_technicals_1d", None)} <= set(stages)
     assert {c for s, c in stages if s == "contract"} == {
-        "ohlcv_schema", "ohlcv_toxic_free", "ohlcv_gaps", "ohlcv_freshness", "features_l2",
+        "ohlcv_schema", "ohlcv_toxic_free", "ohlcv_gaps", "ohlcv_freshness", "ohlcv_skipped_files", "features_l2",
     }
     gaps = next(x for x in lines if x.get("contract") == "ohlcv_gaps")
     assert gaps["passed"] is False and gaps["gaps"] > 0 and "E059" in gaps["details"]["gap_list"]

@@ -11,6 +11,7 @@ import datetime as dt
 import statistics
 import warnings
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -35,6 +36,7 @@ from quant_assets.data.skipped import (
 )
 from quant_assets.observability import log_data_cycle
 from quant_assets.partitions import window_dates
+from quant_resources import progress
 from quant_resources.atomic import atomic_write_text
 from quant_resources.io_managers import LakehouseView
 from quant_resources.lakehouse import Lakehouse
@@ -55,7 +57,11 @@ def candidates_path(settings: Settings, day: dt.date):
 
 
 def write_candidates(
-    settings: Settings, config: UniverseConfig, listed: list[SymbolInfo], days: list[dt.date]
+    settings: Settings,
+    config: UniverseConfig,
+    listed: list[SymbolInfo],
+    days: list[dt.date],
+    advance: Callable[[int, int], None] | None = None,
 ) -> int:
     """Write each day's candidates.json (compact, atomic); returns the bytes written.
 
@@ -66,11 +72,13 @@ def write_candidates(
     written = 0
     with ThreadPoolExecutor(max_workers=CANDIDATE_WRITERS, thread_name_prefix="candidates") as pool:
         in_flight: deque[Future] = deque()
-        for day, text, _ in scan_days_json(config, listed, days):
+        for done, (day, text, _) in enumerate(scan_days_json(config, listed, days), start=1):
             if len(in_flight) >= 4 * CANDIDATE_WRITERS:
                 in_flight.popleft().result()
             in_flight.append(pool.submit(atomic_write_text, candidates_path(settings, day), text))
             written += len(text)
+            if advance and (done % 32 == 0 or done == len(days)):
+                advance(done, len(days))
         for future in in_flight:
             future.result()  # an I/O error fails the asset, naming the file
     return written
@@ -158,7 +166,9 @@ def build_data_assets(settings: Settings, partitions_def: dg.PartitionsDefinitio
         config = load_universe(settings.config_dir, settings.universe)
         listed = source.list_symbols()
         days = [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
-        write_candidates(settings, config, listed, days)
+        write_candidates(
+            settings, config, listed, days, advance=lambda done, total: progress.advance("candidates", done, total, "days")
+        )
         last = scan_many(config, listed, [end])[end]
         counts = {}
         for record in last["candidates"]:
@@ -203,7 +213,14 @@ def build_data_assets(settings: Settings, partitions_def: dg.PartitionsDefinitio
         symbols = symbols_to_ingest(candidates_doc, catalog, listed)
         context.log.info(f"ohlcv {start}..{end}: {len(symbols)} symbols to bring up to date")
         report = ingest(
-            symbols, start, end, source=source, lakehouse=lakehouse, settings=settings, progress=context.log.info
+            symbols,
+            start,
+            end,
+            source=source,
+            lakehouse=lakehouse,
+            settings=settings,
+            progress=context.log.info,
+            advance=lambda done, total: progress.advance("ohlcv", done, total, "symbols"),
         )
         ingested = {o.key for o in report.outcomes if o.status in ("ingested", "skipped")}
         lakehouse.update_symbols([s for s in symbols if s.key in ingested])

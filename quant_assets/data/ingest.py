@@ -284,6 +284,7 @@ def ingest(
     settings: Settings,
     now: dt.datetime | None = None,
     progress: Callable[[str], None] | None = None,
+    advance: Callable[[int, int], None] | None = None,
     chunk_size: int = CHUNK_SIZE,
     workers: int = WORKERS,
 ) -> IngestReport:
@@ -302,6 +303,8 @@ def ingest(
             catalog = _ingest_chunk(
                 chunk, catalog, start, end, source, lakehouse, settings, now, report, schema, pool
             )
+            if advance:  # (symbols done, symbols in all): a progress bar
+                advance(offset + len(chunk), len(symbols))
             if progress:
                 done = offset + len(chunk)
                 s = report.summary()
