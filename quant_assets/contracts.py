@@ -13,7 +13,7 @@ be schema-checked.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import dagster as dg
 import pandera.polars as pa
@@ -116,8 +116,9 @@ def ohlcv_schema(with_symbol: bool = True) -> pa.DataFrameSchema:
 # -- enforcement ---------------------------------------------------------------------
 
 
-def _describe_cases(frame: pl.DataFrame, cases: pl.DataFrame) -> list[str]:
-    """One line per failure: check, column, symbol and date of the row."""
+def _describe_cases(frame: pl.DataFrame, cases: pl.DataFrame, offset: int = 0) -> list[str]:
+    """One line per failure: check, column, symbol and date of the row (`offset`: where
+    `frame` starts in the rows checked, when they were checked in chunks)."""
     lines = []
     rows = cases.head(MAX_CASES_SHOWN).to_dicts()
     for case in rows:
@@ -133,7 +134,7 @@ def _describe_cases(frame: pl.DataFrame, cases: pl.DataFrame) -> list[str]:
                 parts.append(f"date {day.isoformat()}")
             if "date" in row and row["date"] is not None:
                 parts.append(f"date {row['date']}")
-            parts.append(f"row {index}")
+            parts.append(f"row {int(index) + offset}")
             where = " at " + ", ".join(parts)
         lines.append(
             f"check {case.get('check')} on column {case.get('column')}{where}: "
@@ -177,6 +178,34 @@ def check_result_from_cases(
         return dg.AssetCheckResult(passed=True, metadata={**metadata, "failures": 0})
     metadata["failures"] = cases.height
     metadata["failure_cases"] = dg.MetadataValue.md("\n".join(f"- {line}" for line in _describe_cases(frame, cases)))
+    return dg.AssetCheckResult(passed=False, severity=severity, metadata=metadata)
+
+
+def check_result_in_chunks(
+    schema: pa.DataFrameSchema,
+    chunks: Iterable[pl.DataFrame],
+    *,
+    severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR,
+    extra: dict | None = None,
+) -> dg.AssetCheckResult:
+    """`check_result_from_cases` over rows that come in chunks (groups of symbols, ranges
+    of dates), so a ten-year check holds one chunk in memory, not 2.6M rows and Pandera's
+    copies of them. The schema's row checks must hold within a chunk (per symbol, per date)."""
+    rows = failures = 0
+    lines: list[str] = []
+    for chunk in chunks:
+        cases = validate(schema, chunk)
+        if cases is not None:
+            failures += cases.height
+            if len(lines) < MAX_CASES_SHOWN:
+                lines.extend(_describe_cases(chunk, cases.head(MAX_CASES_SHOWN - len(lines)), offset=rows))
+        rows += chunk.height
+    metadata: dict = {"rows_checked": rows, **(extra or {}), "failures": failures}
+    if not failures:
+        return dg.AssetCheckResult(passed=True, metadata=metadata)
+    if failures > len(lines):
+        lines.append(f"... and {failures - len(lines)} more")
+    metadata["failure_cases"] = dg.MetadataValue.md("\n".join(f"- {line}" for line in lines))
     return dg.AssetCheckResult(passed=False, severity=severity, metadata=metadata)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
 
@@ -40,10 +41,24 @@ def ohlcv_filename(exchange: str, symbol: str) -> str:
     return f"{symbol_key(exchange, symbol)}_1d.parquet"
 
 
+@functools.lru_cache(maxsize=256)
+def _resolved(folder: str) -> Path:
+    return Path(folder).resolve()
+
+
 def safe_child(folder: Path, filename: str) -> Path:
-    """`folder / filename`, refusing anything that would resolve outside `folder`."""
-    base = folder.resolve()
-    path = (base / filename).resolve()
+    """`folder / filename`, refusing anything that would resolve outside `folder`.
+
+    Called for every file of every symbol: the folder is resolved once per process, and
+    the child only when it is a symlink (a name without separators or ".." can leave the
+    folder no other way), one lstat instead of a realpath walk of the whole path.
+    """
+    base = _resolved(str(folder))
+    if not filename or "/" in filename or filename in (".", ".."):
+        raise InvalidSymbolError(f"refusing path {filename!r}: it leaves {base}")
+    path = base / filename
+    if path.is_symlink():
+        path = path.resolve()
     if path.parent != base:
         raise InvalidSymbolError(f"refusing path {filename!r}: it leaves {base}")
     return path

@@ -30,7 +30,6 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
-import cvxpy as cp
 import numpy as np
 from scipy.linalg import cho_factor, cho_solve
 from scipy.optimize import brentq
@@ -43,6 +42,19 @@ from quant_assets.alpha.covariance import (
 )
 from quant_assets.alpha.hrp import cap_weights, hrp_weights
 from quant_resources.errors import QuantError
+
+
+class _LazyCvxpy:
+    """`cp.<name>` imports cvxpy on first use: importing it costs about a second, which
+    every `quant data` paid through the definitions without ever solving a problem."""
+
+    def __getattr__(self, name: str):
+        import cvxpy
+
+        return getattr(cvxpy, name)
+
+
+cp = _LazyCvxpy()
 
 logger = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ import datetime as dt
 import statistics
 import warnings
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -19,7 +19,10 @@ import dagster as dg
 import numpy as np
 import polars as pl
 
-from quant_assets.contracts import check_result_from_cases, ohlcv_schema, validate
+from quant_assets.contracts import (
+    check_result_in_chunks,
+    ohlcv_schema,
+)
 from quant_assets.data.calendar import last_session_on_or_before
 from quant_assets.data.ingest import IngestReport, ingest
 from quant_assets.data.lakehouse_reads import scan_bars
@@ -50,6 +53,7 @@ warnings.filterwarnings("ignore", category=dg.BetaWarning)
 
 OWNERS = ["team:data-platform"]
 CANDIDATE_WRITERS = 4  # threads writing candidates files: each mostly waits on fsync
+CHECK_FILES_PER_CHUNK = 125  # symbols' files a check validates at a time (bounded memory)
 
 
 def candidates_path(settings: Settings, day: dt.date):
@@ -246,10 +250,15 @@ def build_data_assets(settings: Settings, partitions_def: dg.PartitionsDefinitio
         )
         return dg.MaterializeResult(metadata=metadata)
 
-    def _window_bars(context: dg.AssetCheckExecutionContext, margin_days: int = 0) -> pl.DataFrame:
+    def _window_bars(context: dg.AssetCheckExecutionContext, margin_days: int = 0) -> Iterator[pl.DataFrame]:
+        """The window's bars, symbol by symbol in groups: a ten-year check never holds
+        every bar of the lakehouse at once (its peak memory was the run's)."""
         start, end = window_dates(context)
         lakehouse: Lakehouse = context.resources.lakehouse
-        return scan_bars(lakehouse.ohlcv_files(), start - dt.timedelta(days=margin_days), end)
+        files = lakehouse.ohlcv_files()
+        for offset in range(0, len(files), CHECK_FILES_PER_CHUNK):
+            group = files[offset : offset + CHECK_FILES_PER_CHUNK]
+            yield scan_bars(group, start - dt.timedelta(days=margin_days), end).sort(["symbol", "timestamp"])
 
     @dg.asset_check(
         asset=ohlcv,
@@ -260,8 +269,7 @@ def build_data_assets(settings: Settings, partitions_def: dg.PartitionsDefinitio
         description="L0: types, unique sorted timestamps, high/low bound open and close, prices > 0, volume >= 0.",
     )
     def ohlcv_schema_check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-        bars = _window_bars(context).sort(["symbol", "timestamp"])
-        return check_result_from_cases(bars, validate(ohlcv_schema(with_symbol=True), bars))
+        return check_result_in_chunks(ohlcv_schema(with_symbol=True), _window_bars(context))
 
     @dg.asset_check(
         asset=ohlcv,
@@ -273,18 +281,20 @@ def build_data_assets(settings: Settings, partitions_def: dg.PartitionsDefinitio
     )
     def ohlcv_toxic_free(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
         start, _ = window_dates(context)
-        bars = _window_bars(context, margin_days=30).sort(["symbol", "timestamp"])
         catalog = context.resources.lakehouse.read_catalog()
         shifts = {
             (key, date_to_ts(dt.date.fromisoformat(day)))
             for key, entry in catalog["symbols"].items()
             for day in entry.get("level_shifts", [])
         }
-        returns = bars.with_columns(
-            (pl.col("close") / pl.col("close").shift(1).over("symbol") - 1.0).alias("ret")
-        ).filter((pl.col("timestamp") >= date_to_ts(start)) & (pl.col("ret") > settings.toxic_threshold))
-        offending = [r for r in returns.iter_rows(named=True) if (r["symbol"], r["timestamp"]) not in shifts]
-        metadata: dict[str, Any] = {"rows_checked": bars.height, "toxic_rows": len(offending), "threshold": settings.toxic_threshold}
+        rows_checked, offending = 0, []
+        for bars in _window_bars(context, margin_days=30):
+            returns = bars.with_columns(
+                (pl.col("close") / pl.col("close").shift(1).over("symbol") - 1.0).alias("ret")
+            ).filter((pl.col("timestamp") >= date_to_ts(start)) & (pl.col("ret") > settings.toxic_threshold))
+            offending += [r for r in returns.iter_rows(named=True) if (r["symbol"], r["timestamp"]) not in shifts]
+            rows_checked += bars.height
+        metadata: dict[str, Any] = {"rows_checked": rows_checked, "toxic_rows": len(offending), "threshold": settings.toxic_threshold}
         if offending:
             lines = [
                 f"- {r['symbol']} {dt.date(1970, 1, 1) + dt.timedelta(days=r['timestamp'] // 86400)}: return {r['ret']:.2%}"

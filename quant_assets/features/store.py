@@ -48,8 +48,13 @@ SYMBOLS_PER_CHUNK = 125
 
 # Indicator values almost never repeat, so dictionary pages only cost time (the default
 # dictionary encoding made a 2.5M-row write two to three times slower) and no space.
+# Small row groups (2048 rows): delta-rs keeps each open partition's (month's) rows in
+# memory until a row group fills, and a month of 1000 symbols is ~30k rows, so with the
+# default (a million rows) a 10-year build held every month: 2.6 GB peak in a bench of
+# the same shape, 1.1-1.4 GB with 2048-8192 rows (docs/benchmarks.md).
 _WRITER_PROPERTIES = deltalake.WriterProperties(
     compression="SNAPPY",
+    max_row_group_size=2048,
     column_properties={
         column: deltalake.ColumnProperties(dictionary_enabled=False) for column in FLOAT_COLUMNS
     },
