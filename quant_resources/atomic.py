@@ -1,4 +1,5 @@
-"""Atomic file writes: a temp file in the same folder, fsync, then `os.replace`.
+"""Atomic file writes: a temp file in the same folder, fsync, then `os.replace`
+(`atomic_write_many`: the same for many files with one sync for all).
 
 A reader sees the old file or the new one, never a torn one; a crash or an exception
 before the rename leaves the previous file untouched and removes the temp file.
@@ -11,7 +12,7 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,56 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def _sync_file_system(folder: Path) -> None:
+    """Flush the file system holding `folder` (syncfs), or every one (sync) without it."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            if libc.syncfs(fd) == 0:
+                return
+        finally:
+            os.close(fd)
+    except (OSError, AttributeError):
+        pass
+    os.sync()
+
+
+def atomic_write_many(items: Iterable[tuple[Path, bytes]]) -> int:
+    """Write many files, each whole or not at all, with two file-system syncs in all
+    instead of two fsyncs per file (a 20-year backfill writes 7305 candidates files).
+
+    Every temp file is written first, then one sync makes them durable, then each is
+    renamed into place, then a second sync makes the renames durable: a crash leaves
+    each file old or new, never torn, as `atomic_path` does one file at a time.
+    Returns the number of files written.
+    """
+    pending: list[tuple[Path, Path]] = []
+    try:
+        for path, data in items:
+            path = Path(path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}{TMP_MARKER}{os.getpid()}-{uuid.uuid4().hex[:8]}")
+            pending.append((tmp, path))
+            tmp.write_bytes(data)
+        if not pending:
+            return 0
+        _sync_file_system(pending[0][1].parent)
+        for tmp, path in pending:
+            os.replace(tmp, path)
+        written = len(pending)
+        pending.clear()
+        _sync_file_system(path.parent)
+        return written
+    finally:
+        for tmp, _ in pending:  # an error before the renames: no temp file stays behind
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
 
 
 def atomic_write_json(path: Path, obj: Any, *, indent: int | None = 2) -> None:

@@ -10,9 +10,8 @@ symbol's window once.
 import datetime as dt
 import statistics
 import warnings
-from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -40,7 +39,7 @@ from quant_assets.data.skipped import (
 from quant_assets.observability import log_data_cycle
 from quant_assets.partitions import window_dates
 from quant_resources import progress
-from quant_resources.atomic import atomic_write_text
+from quant_resources.atomic import atomic_write_many
 from quant_resources.io_managers import LakehouseView
 from quant_resources.lakehouse import Lakehouse
 from quant_resources.schema import SymbolInfo, date_to_ts
@@ -52,7 +51,6 @@ warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 warnings.filterwarnings("ignore", category=dg.BetaWarning)
 
 OWNERS = ["team:data-platform"]
-CANDIDATE_WRITERS = 4  # threads writing candidates files: each mostly waits on fsync
 CHECK_FILES_PER_CHUNK = 125  # symbols' files a check validates at a time (bounded memory)
 
 
@@ -69,22 +67,22 @@ def write_candidates(
 ) -> int:
     """Write each day's candidates.json (compact, atomic); returns the bytes written.
 
-    A history backfill writes one file per day (3653 for 10 years): documents are encoded
-    one at a time and written by a few threads, so the fsync of one file overlaps the
-    encoding of the next and memory holds only the files in flight.
+    A history backfill writes one file per day (3653 for 10 years, 7305 for 20):
+    documents are encoded one at a time (memory holds one), and the files are made
+    durable together by `atomic_write_many` (two syncs in all, not two fsyncs a file).
     """
     written = 0
-    with ThreadPoolExecutor(max_workers=CANDIDATE_WRITERS, thread_name_prefix="candidates") as pool:
-        in_flight: deque[Future] = deque()
+
+    def files() -> Iterator[tuple[Path, bytes]]:
+        nonlocal written
         for done, (day, text, _) in enumerate(scan_days_json(config, listed, days), start=1):
-            if len(in_flight) >= 4 * CANDIDATE_WRITERS:
-                in_flight.popleft().result()
-            in_flight.append(pool.submit(atomic_write_text, candidates_path(settings, day), text))
-            written += len(text)
+            data = text.encode("utf-8")
+            written += len(data)
             if advance and (done % 32 == 0 or done == len(days)):
                 advance(done, len(days))
-        for future in in_flight:
-            future.result()  # an I/O error fails the asset, naming the file
+            yield candidates_path(settings, day), data
+
+    atomic_write_many(files())  # an I/O error fails the asset, naming the file
     return written
 
 
