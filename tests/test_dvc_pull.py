@@ -23,6 +23,7 @@ import dagster as dg
 import polars as pl
 import pytest
 from filelock import FileLock
+from helpers import git, new_dvc_project
 
 from quant_assets import cli, versioning
 from quant_assets.data.restore import RESTORE_ASSET, build_restore_asset
@@ -48,9 +49,6 @@ def dvc() -> str:
     return str(DVC_TOOL)
 
 
-def git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True).stdout
-
 
 def quant(*args: str) -> int:
     return cli.main(list(args))
@@ -72,17 +70,7 @@ def project(dvc, tmp_path_factory):
     """A repository whose dvc.lock (committed) records the lakehouse up to RECORDED, pushed
     to a local remote."""
     root = tmp_path_factory.mktemp("dvc_pull")
-    repo, remote = root / "repo", root / "remote"
-    repo.mkdir()
-    git(repo, "init", "-q")
-    git(repo, "config", "user.email", "test@example.invalid")
-    git(repo, "config", "user.name", "test")
-    for name in PROJECT_FILES:
-        (repo / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(PROJECT_ROOT / name, repo / name)
-    subprocess.run([dvc, "remote", "modify", "local", "url", str(remote)], cwd=repo, check=True, capture_output=True)
-    git(repo, "add", "-A")
-    git(repo, "commit", "-q", "-m", "a DVC project")
+    repo, remote = new_dvc_project(root, dvc, PROJECT_FILES)
     with pytest.MonkeyPatch.context() as patch:
         for key, value in env_for(repo / "data", root / "dagster_home").items():
             patch.setenv(key, value)

@@ -12,14 +12,13 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import os
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 from filelock import FileLock
-from helpers import run_data_job
+from helpers import git, new_dvc_project, run_data_job
 
 from quant_assets import cli
 from quant_assets.versioning import DVC_TOOL, read_lock_md5
@@ -40,13 +39,6 @@ def dvc() -> str:
     return str(DVC_TOOL)
 
 
-def git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True).stdout
-
-
-def run_dvc(dvc: str, repo: Path, *args: str) -> str:
-    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
-    return subprocess.run([dvc, *args], cwd=repo, env=env, check=True, capture_output=True, text=True).stdout
 
 
 def quant(*args: str) -> int:
@@ -66,17 +58,7 @@ def project(dvc, tmp_path_factory):
     """The repository after: history, the as-of day --dvc, alpha, a later day --dvc; each
     lock committed to git."""
     root = tmp_path_factory.mktemp("dvc")
-    repo, remote = root / "repo", root / "remote"
-    repo.mkdir()
-    git(repo, "init", "-q")
-    git(repo, "config", "user.email", "test@example.invalid")
-    git(repo, "config", "user.name", "test")
-    for name in PROJECT_FILES:
-        (repo / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(PROJECT_ROOT / name, repo / name)
-    run_dvc(dvc, repo, "remote", "modify", "local", "url", str(remote))
-    git(repo, "add", "-A")
-    git(repo, "commit", "-q", "-m", "a DVC project")
+    repo, remote = new_dvc_project(root, dvc, PROJECT_FILES)
     env = {
         "QUANT_DATA_DIR": str(repo / "data"),
         "QUANT_HISTORY_START": "2024-01-01",
