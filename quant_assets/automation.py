@@ -11,15 +11,43 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Iterable
+from dataclasses import dataclass
 
 import dagster as dg
 
-DATA_ASSETS = ("candidates", "ohlcv", "tv_technicals_1d")
-BLOCKING_CHECKS = ("ohlcv_schema", "ohlcv_toxic_free", "features_l2")
+from quant_resources.run_tags import PARTITION, RANGE_END, RANGE_START
+
 LOOKBACK_DAYS = 5  # days the sensor looks back from the newest partition
 CURSOR_KEEP = 60
-RANGE_START = "dagster/asset_partition_range_start"
-RANGE_END = "dagster/asset_partition_range_end"
+
+
+@dataclass(frozen=True)
+class DataGate:
+    """What the alpha cycle of day D waits for: these assets materialised for D, and
+    these blocking checks passed in the run that made them. Derived from the graph
+    (`data_gate`), so a renamed asset or check cannot silently stop gating."""
+
+    assets: tuple[dg.AssetKey, ...]
+    blocking_checks: frozenset[dg.AssetCheckKey]
+
+
+def data_gate(definitions: Iterable[object], group: str = "data") -> DataGate:
+    """The partitioned assets of `group` and every blocking check on them, from the
+    asset and check definitions the code location is built from."""
+    assets, checks = [], []
+    for definition in definitions:
+        if isinstance(definition, dg.AssetsDefinition):
+            for key in definition.keys:
+                if definition.group_names_by_key.get(key) == group and definition.partitions_def is not None:
+                    assets.append(key)
+        if isinstance(definition, dg.AssetsDefinition | dg.AssetChecksDefinition):
+            checks.extend(spec for spec in definition.check_specs if spec.blocking)
+    keys = set(assets)
+    return DataGate(
+        assets=tuple(sorted(keys, key=lambda k: k.to_user_string())),
+        blocking_checks=frozenset(spec.key for spec in checks if spec.asset_key in keys),
+    )
 
 
 def build_schedules(data_job, repair_job, audit_job) -> list[dg.ScheduleDefinition]:
@@ -53,15 +81,15 @@ def build_schedules(data_job, repair_job, audit_job) -> list[dg.ScheduleDefiniti
 
 def _covers(run: dg.DagsterRun, day: str) -> bool:
     tags = run.tags
-    if tags.get("dagster/partition") == day:
+    if tags.get(PARTITION) == day:
         return True
     start, end = tags.get(RANGE_START), tags.get(RANGE_END)
     return bool(start and end and start <= day <= end)
 
 
-def data_readiness(instance: dg.DagsterInstance, day: str) -> tuple[str, str]:
+def data_readiness(instance: dg.DagsterInstance, day: str, gate: DataGate) -> tuple[str, str]:
     """("ready" | "pending" | "blocked", why) for the alpha cycle of `day`."""
-    missing = [key for key in DATA_ASSETS if day not in instance.get_materialized_partitions(dg.AssetKey(key))]
+    missing = [key.to_user_string() for key in gate.assets if day not in instance.get_materialized_partitions(key)]
     if missing:
         return "pending", f"{day}: not yet materialised: {', '.join(missing)}"
     # The newest finished run covering the day that evaluated blocking checks, whatever its
@@ -75,7 +103,7 @@ def data_readiness(instance: dg.DagsterInstance, day: str) -> tuple[str, str]:
         evaluated, failed = False, []
         for record in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION):
             evaluation = record.dagster_event.event_specific_data
-            if evaluation.check_name in BLOCKING_CHECKS:
+            if dg.AssetCheckKey(evaluation.asset_key, evaluation.check_name) in gate.blocking_checks:
                 evaluated = True
                 if not evaluation.passed:
                     failed.append(f"{evaluation.asset_key.to_user_string()}:{evaluation.check_name}")
@@ -87,7 +115,9 @@ def data_readiness(instance: dg.DagsterInstance, day: str) -> tuple[str, str]:
     return "pending", f"{day}: materialised, but no run has evaluated its blocking checks yet"
 
 
-def build_alpha_sensor(alpha_job, partitions_def: dg.TimeWindowPartitionsDefinition) -> dg.SensorDefinition:
+def build_alpha_sensor(
+    alpha_job, partitions_def: dg.TimeWindowPartitionsDefinition, gate: DataGate
+) -> dg.SensorDefinition:
     @dg.sensor(
         name="alpha_after_data",
         job=alpha_job,
@@ -109,7 +139,7 @@ def build_alpha_sensor(alpha_job, partitions_def: dg.TimeWindowPartitionsDefinit
         for day in days:
             if day in requested:
                 continue
-            state, why = data_readiness(context.instance, day)
+            state, why = data_readiness(context.instance, day, gate)
             if state == "ready":
                 requests.append(dg.RunRequest(run_key=f"alpha_after_data:{day}", partition_key=day))
                 requested.append(day)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dagster as dg
 
 from quant_assets.alpha.assets import build_alpha_assets
-from quant_assets.automation import build_alpha_sensor, build_schedules
+from quant_assets.automation import build_alpha_sensor, build_schedules, data_gate
 from quant_assets.data.assets import build_data_assets
 from quant_assets.data.maintenance_assets import build_maintenance_assets
 from quant_assets.data.restore import RESTORE_ASSET, build_restore_asset
@@ -96,7 +96,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         asset_checks=[a for a in data_assets if isinstance(a, dg.AssetChecksDefinition)],
         jobs=jobs,
         schedules=build_schedules(data_job, repair_job, audit_job),
-        sensors=[build_alpha_sensor(alpha_job, partitions_def)],
+        sensors=[build_alpha_sensor(alpha_job, partitions_def, data_gate(data_assets))],
         resources=build_resources(settings),
         # The CLI asks for its progress and log-file loggers in the run config; a run
         # launched from the UI configures none and gets Dagster's console logger.

@@ -21,11 +21,9 @@ from quant_assets.partitions import latest_complete_day
 from quant_resources.errors import ConfigError, QuantError
 from quant_resources.lakehouse import Lakehouse
 from quant_resources.progress import run_loggers_config
+from quant_resources.run_tags import LAUNCHER_PID as LAUNCHER_PID_TAG
+from quant_resources.run_tags import RANGE_END, RANGE_START
 from quant_resources.settings import Settings
-
-LAUNCHER_PID_TAG = "quant/launcher_pid"
-RANGE_START = "dagster/asset_partition_range_start"
-RANGE_END = "dagster/asset_partition_range_end"
 
 
 class RunFailed(QuantError):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dagster as dg
 import pytest
 
-from quant_assets.automation import BLOCKING_CHECKS, DATA_ASSETS
+from quant_assets.automation import data_gate
 from quant_assets.definitions import build_definitions
 from quant_resources.settings import Settings
 
@@ -96,14 +96,23 @@ def test_every_check_has_a_description(graph):
         assert spec.description, f"{key.asset_key.to_user_string()}:{key.name}"
 
 
-def test_the_sensor_names_checks_and_assets_that_exist(graph):
-    """The sensor blocks on these names: a renamed check would silently stop blocking."""
-    checks = {key.name: key for key in graph.asset_check_keys}
-    for name in BLOCKING_CHECKS:
-        assert name in checks, name
-        assert graph.get_check_spec(checks[name]).blocking, f"{name} must be blocking"
-    nodes = asset_nodes(graph)
-    assert {n for n in DATA_ASSETS} == {n for n, node in nodes.items() if node.group_name == "data"}
+def test_the_sensor_gates_on_the_data_assets_and_their_blocking_checks(settings):
+    """Derived from the graph: every data asset, and exactly the blocking checks on them
+    (hand-checked against the contracts: L0 schema, toxic, L2 features)."""
+    from quant_assets.data.assets import build_data_assets
+    from quant_assets.features.assets import build_feature_assets
+    from quant_assets.partitions import daily_partitions
+
+    partitions_def = daily_partitions(settings)
+    data = build_data_assets(settings, partitions_def)
+    ohlcv = next(a for a in data if isinstance(a, dg.AssetsDefinition) and a.key == dg.AssetKey("ohlcv"))
+    gate = data_gate(data + build_feature_assets(settings, partitions_def, ohlcv))
+    assert [k.to_user_string() for k in gate.assets] == ["candidates", "ohlcv", "tv_technicals_1d"]
+    assert {(k.asset_key.to_user_string(), k.name) for k in gate.blocking_checks} == {
+        ("ohlcv", "ohlcv_schema"),
+        ("ohlcv", "ohlcv_toxic_free"),
+        ("tv_technicals_1d", "features_l2"),
+    }
 
 
 def test_alpha_assets_carry_their_artifact_name_and_data_assets_backfill_as_one_run(graph):

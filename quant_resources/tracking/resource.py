@@ -37,12 +37,11 @@ from urllib.parse import urlsplit, urlunsplit
 import dagster as dg
 from pydantic import Field, PrivateAttr
 
+from quant_resources.run_tags import RANGE_END, RANGE_START
 from quant_resources.tracking import worker as worker_module
 from quant_resources.tracking.ledger import audit_entries
 
 TRACKING_TAG = "quant/tracking"  # a run tagged quant/tracking=off opens no MLflow run
-RANGE_START = "dagster/asset_partition_range_start"
-RANGE_END = "dagster/asset_partition_range_end"
 
 
 class MlflowTracking(dg.ConfigurableResource):
