@@ -13,6 +13,7 @@ from pathlib import Path
 import dagster as dg
 
 from quant_assets.definitions import DATA_JOB, build_definitions
+from quant_resources.run_tags import RANGE_END, RANGE_START
 from quant_resources.settings import PROJECT_ROOT, Settings
 
 
@@ -22,10 +23,7 @@ def run_data_job(settings: Settings, start: dt.date, end: dt.date | None = None,
     instance = instance or dg.DagsterInstance.ephemeral()
     if end is None or end == start:
         return job.execute_in_process(instance=instance, partition_key=start.isoformat(), raise_on_error=False)
-    tags = {
-        "dagster/asset_partition_range_start": start.isoformat(),
-        "dagster/asset_partition_range_end": end.isoformat(),
-    }
+    tags = {RANGE_START: start.isoformat(), RANGE_END: end.isoformat()}
     return job.execute_in_process(instance=instance, tags=tags, raise_on_error=False)
 
 

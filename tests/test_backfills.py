@@ -37,6 +37,7 @@ from helpers import run_data_job
 from quant_assets.data.calendar import first_session_on_or_after, last_session_on_or_before
 from quant_assets.features.store import read_features
 from quant_resources.instance import EmbeddedPostgres
+from quant_resources.run_tags import RANGE_END, RANGE_START
 from quant_resources.runtime import ensure_dagster_home
 from quant_resources.schema import date_to_ts
 from quant_resources.settings import Settings
@@ -46,7 +47,6 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ("candidates", "ohlcv", "tv_technicals_1d")
 ALPHA = ("run_snapshot", "returns_matrix", "selected_winners", "portfolio_weights", "backtest")
-RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
 # The code location's executor runs the steps of a run in one process; no run config needed.
 IN_PROCESS: dict = {}
 LOG = logging.getLogger("test_backfills")
