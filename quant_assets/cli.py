@@ -164,11 +164,50 @@ def cmd_alpha(args: argparse.Namespace) -> int:
     from quant_resources.settings import get_settings
 
     settings = get_settings()
+    if args.start or args.end:
+        return _alpha_range(args, settings)
     day = runner.parse_day(args.date) if args.date else latest_complete_day()
     with _progress(args, f"alpha cycle {day}"):
         summary = runner.run_alpha(settings, day, objective=args.objective, verbose=args.verbose)
     _print_alpha_summary(summary, runner.alpha_report(settings, summary.run_id))
     return 0
+
+
+def _alpha_range(args: argparse.Namespace, settings) -> int:
+    """`quant alpha --start D --end D [--jobs N]`: one run per day, N days at once."""
+    from quant_assets import runner
+    from quant_assets.parallel import day_range, run_alpha_days
+    from quant_resources.errors import ConfigError
+
+    if not (args.start and args.end) or args.date:
+        raise ConfigError("give --start and --end together (a range), or --date (one day)")
+    start, end = runner.parse_day(args.start, "start"), runner.parse_day(args.end, "end")
+    runner.check_day(start, settings, "start")
+    runner.check_day(end, settings, "end")
+    if end < start:
+        raise ConfigError(f"the range ends ({end}) before it starts ({start})")
+    if args.jobs < 1:
+        raise ConfigError(f"--jobs {args.jobs}: at least 1")
+    days = list(day_range(start, end))
+    print(f"alpha cycle {start}..{end}: {len(days)} day(s), {args.jobs} at a time", flush=True)
+    t0 = time.perf_counter()
+
+    def done(result) -> None:
+        if result.error:
+            print(f"  {result.day}: FAILED: {result.error}", flush=True)
+            return
+        sharpe = result.report["metrics"].get("sharpe")
+        print(
+            f"  {result.day}: run {result.run_id} in {result.seconds:.1f}s, "
+            f"{len(result.report['winners'])} winners, selection {result.report['selection_hash'][:12]}, "
+            f"Sharpe {'n/a' if sharpe is None else f'{sharpe:.2f}'}",
+            flush=True,
+        )
+
+    results = run_alpha_days(settings, days, objective=args.objective, jobs=args.jobs, on_done=done)
+    failed = [r for r in results if r.error]
+    print(f"alpha cycle {start}..{end}: {len(results) - len(failed)} succeeded, {len(failed)} failed in {time.perf_counter() - t0:.1f}s")
+    return 1 if failed else 0
 
 
 def cmd_repair(args: argparse.Namespace) -> int:
@@ -284,6 +323,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("alpha", help="run the alpha cycle for one day on the lakehouse as it is (no network)")
     p.add_argument("--date", help="as-of day, YYYY-MM-DD (default: the newest complete day)")
+    p.add_argument("--start", help="first day of a range: one run per day (with --end)")
+    p.add_argument("--end", help="last day of a range")
+    p.add_argument("--jobs", type=int, default=2, help="days of a range run at once (default 2)")
     p.add_argument("--objective", choices=objectives, help="portfolio objective (default min_variance)")
     _add_verbose(p)
     p.set_defaults(func=cmd_alpha)

@@ -170,6 +170,7 @@ def _metrics_line(metrics: dict) -> str:
 
 def cmd_pull(args: argparse.Namespace) -> int:
     from quant_assets.versioning import pull_lakehouse, pull_status
+    from quant_resources.layout import StorageLayout
     from quant_resources.settings import get_settings
 
     data_dir = get_settings().data_dir
@@ -179,7 +180,7 @@ def cmd_pull(args: argparse.Namespace) -> int:
         return 0
     print(f"dvc pull: {why}", flush=True)
     status = pull_lakehouse(data_dir)
-    print(f"  restored {data_dir / 'lakehouse'}" + (f" ({status})" if status else ""))
+    print(f"  restored {StorageLayout(data_dir).lakehouse_dir}" + (f" ({status})" if status else ""))
     return 0
 
 

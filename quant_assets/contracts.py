@@ -2,8 +2,8 @@
 
 Inside an asset, `enforce(...)` fails fast with a `ContractViolation` (a Pandera
 `SchemaError`) that names the symbol, the column and the rows. As Dagster asset checks,
-`schema_check(...)` validates the rows of the run's partition and puts the failure
-cases in the check metadata, visible in the UI.
+`check_result_from_cases(...)` / `check_result_in_chunks(...)` turn the same schema's
+failure cases into an `AssetCheckResult` whose metadata, visible in the UI, lists them.
 
 Tiers: L0 OHLCV bars (ingestion), L1 returns (returns matrix), L2 features (feature
 store), L3 selection, L4 weights. Frames are validated eagerly: a LazyFrame would only
@@ -12,8 +12,7 @@ be schema-checked.
 
 from __future__ import annotations
 
-import datetime as dt
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 import dagster as dg
 import pandera.polars as pa
@@ -22,7 +21,7 @@ from pandera.api.polars.types import PolarsData
 from pandera.errors import SchemaError, SchemaErrors
 
 from quant_resources.errors import QuantError
-from quant_resources.schema import SECONDS_PER_DAY
+from quant_resources.schema import SECONDS_PER_DAY, ts_to_date
 
 MAX_CASES_SHOWN = 20
 
@@ -130,8 +129,7 @@ def _describe_cases(frame: pl.DataFrame, cases: pl.DataFrame, offset: int = 0) -
             if "symbol" in row:
                 parts.append(f"symbol {row['symbol']}")
             if "timestamp" in row and row["timestamp"] is not None:
-                day = dt.date(1970, 1, 1) + dt.timedelta(days=int(row["timestamp"]) // SECONDS_PER_DAY)
-                parts.append(f"date {day.isoformat()}")
+                parts.append(f"date {ts_to_date(row['timestamp']).isoformat()}")
             if "date" in row and row["date"] is not None:
                 parts.append(f"date {row['date']}")
             parts.append(f"row {int(index) + offset}")
@@ -207,39 +205,6 @@ def check_result_in_chunks(
         lines.append(f"... and {failures - len(lines)} more")
     metadata["failure_cases"] = dg.MetadataValue.md("\n".join(f"- {line}" for line in lines))
     return dg.AssetCheckResult(passed=False, severity=severity, metadata=metadata)
-
-
-def schema_check(
-    *,
-    name: str,
-    asset: str | dg.AssetKey,
-    schema: pa.DataFrameSchema | Callable[[], pa.DataFrameSchema],
-    load: Callable[[dg.AssetCheckExecutionContext], pl.DataFrame],
-    partitions_def: dg.PartitionsDefinition | None,
-    description: str,
-    blocking: bool = True,
-    required_resource_keys: set[str] | None = None,
-) -> dg.AssetChecksDefinition:
-    """Turn a schema into a (partitioned) Dagster asset check.
-
-    `load(context)` returns the rows of the run's partition (or range); the check
-    validates them and reports the failure cases in its metadata.
-    """
-
-    @dg.asset_check(
-        name=name,
-        asset=asset,
-        description=description,
-        blocking=blocking,
-        partitions_def=partitions_def,
-        required_resource_keys=required_resource_keys,
-    )
-    def _check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-        the_schema = schema() if callable(schema) and not isinstance(schema, pa.DataFrameSchema) else schema
-        frame = load(context)
-        return check_result_from_cases(frame, validate(the_schema, frame))
-
-    return _check
 
 
 # -- L1: returns ----------------------------------------------------------------------

@@ -16,6 +16,7 @@ from quant_assets.data.maintenance_assets import build_maintenance_assets
 from quant_assets.data.restore import RESTORE_ASSET, build_restore_asset
 from quant_assets.features.assets import build_feature_assets
 from quant_assets.partitions import daily_partitions
+from quant_resources.instance import LANE_TAG
 from quant_resources.io_managers import ReadOnlyLakehouseIOManager, RunArtifactIOManager
 from quant_resources.lakehouse import Lakehouse
 from quant_resources.progress import LOGGERS
@@ -29,6 +30,9 @@ DATA_JOB = "data_cycle"
 ALPHA_JOB = "alpha_cycle"
 REPAIR_JOB = "gap_repair_job"
 AUDIT_JOB = "data_audit_job"
+# The instance's run queue lets one run that writes the lakehouse run at a time, and a
+# few alpha days at once (quant_resources/instance.py).
+WRITES_LAKEHOUSE = {LANE_TAG: "lakehouse"}
 # The jobs that open an MLflow run (their `cycle` tag); each carries dagster-mlflow's end hook
 # (the data and maintenance jobs through `audit_step_and_end_tracking`, which also writes
 # their audit.jsonl).
@@ -76,19 +80,29 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         # lakehouse_restore first: the lakehouse version dvc.lock records, before anything reads it.
         selection=dg.AssetSelection.groups("data") | dg.AssetSelection.assets(RESTORE_ASSET),
         description="The data cycle for a day or a range: candidates, ohlcv, features, with their checks.",
+        tags=WRITES_LAKEHOUSE,
         hooks={audit_step_and_end_tracking},
     )
     alpha_job = dg.define_asset_job(
         ALPHA_JOB,
         selection=dg.AssetSelection.groups("alpha"),
         description="The alpha cycle for a day: snapshot, returns, selection, weights, backtest.",
+        tags={LANE_TAG: "alpha"},
         hooks={end_mlflow_on_run_finished, seal_finished_run},
     )
     repair_job = dg.define_asset_job(
-        REPAIR_JOB, selection=["gap_repair"], description="Targeted re-fetch of gaps.", hooks={audit_step_and_end_tracking}
+        REPAIR_JOB,
+        selection=["gap_repair"],
+        description="Targeted re-fetch of gaps.",
+        hooks={audit_step_and_end_tracking},
+        tags=WRITES_LAKEHOUSE,
     )
     audit_job = dg.define_asset_job(
-        AUDIT_JOB, selection=["data_audit"], description="Re-validate the whole lakehouse.", hooks={audit_step_and_end_tracking}
+        AUDIT_JOB,
+        selection=["data_audit"],
+        description="Re-validate the whole lakehouse.",
+        hooks={audit_step_and_end_tracking},
+        tags=WRITES_LAKEHOUSE,  # it quarantines unreadable files
     )
     jobs = [data_job, alpha_job, repair_job, audit_job]
     return dg.Definitions(

@@ -142,15 +142,14 @@ def lakehouse_nan_density(catalog: dict[str, Any]) -> float:
 
 
 # -- data, repair and audit runs: audit.jsonl written by a hook ------------------------
-RUN_AUDIT_FOLDER = ("export", "runs")  # data/export/runs/{run_id}/audit.jsonl
 TEXT_LIMIT = 4000  # characters of a text metadata value kept in an audit line
 
 
 def run_audit_dir(data_dir: Path | str, run_id: str) -> Path:
-    """Where a data, repair or audit run writes its `audit.jsonl`."""
-    from quant_resources.symbols import validate_name
+    """Where a data, repair or audit run writes its `audit.jsonl`: data/export/runs/{run_id}."""
+    from quant_resources.layout import StorageLayout
 
-    return Path(data_dir).joinpath(*RUN_AUDIT_FOLDER, validate_name(run_id, "run id"))
+    return StorageLayout(Path(data_dir)).data_run_dir(run_id)
 
 
 def _plain(metadata: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:

@@ -48,11 +48,13 @@ import polars as pl
 
 from quant_resources.errors import QuantError
 from quant_resources.io_managers import OWNER_FILE, SEAL_FILE
+from quant_resources.lakehouse import Lakehouse
+from quant_resources.layout import StorageLayout
+from quant_resources.schema import ts_to_date
 from quant_resources.settings import Settings
 
 MANIFEST_FIELDS = ("as_of", "parameters", "universe", "files", "excluded", "lakehouse_fingerprint")
 AUDIT_VOLATILE = ("at", "run_id", "duration_s")
-SPECIAL = {"manifest.json", "audit.jsonl", OWNER_FILE, SEAL_FILE}
 NOT_COMPARED = {OWNER_FILE, SEAL_FILE}  # describe the folder (owner, when sealed), not the run
 REPRODUCES_TAG = "quant/reproduces"
 
@@ -95,10 +97,9 @@ def reproduce(
 ) -> Reproduction:
     """Restore, re-run and compare the alpha run `run_id` of `settings.runs_dir`."""
     from quant_assets import runner
-    from quant_resources.symbols import validate_name
     from quant_resources.tracking import TRACKING_TAG
 
-    original = settings.runs_dir / validate_name(run_id, "run id")
+    original = settings.layout.run_dir(run_id)  # the run id validated before it becomes a path
     manifest = _read_json(original / "manifest.json", run_id)
     as_of = dt.date.fromisoformat(manifest["as_of"])
     workspace = Path(tempfile.mkdtemp(prefix=f"quant-reproduce-{run_id[:8]}-"))
@@ -121,7 +122,7 @@ def reproduce(
             time.perf_counter() - started,
         )
         result.comparisons = compare_runs(
-            original, rerun_settings.runs_dir / summary.run_id, with_features=source == "dvc"
+            original, rerun_settings.layout.run_dir(summary.run_id), with_features=source == "dvc"
         )
         return result
     finally:
@@ -196,23 +197,24 @@ def _restore(
 ) -> tuple[str, str]:
     md5 = manifest.get("dvc_lakehouse_md5")
     reason = "the manifest records no DVC version"
+    layout = StorageLayout(workspace / "data")
     if md5:
         try:
-            restored = _restore_with_dvc(settings, md5, workspace, dvc)
+            restored = StorageLayout(_restore_with_dvc(settings, md5, workspace, dvc).parent)
             mismatched = [
                 name
                 for name, described in manifest["files"].items()
-                if not (restored / "ohlcv" / name).exists()
-                or _sha256(restored / "ohlcv" / name) != described["sha256"]
+                if not (restored.ohlcv_dir / name).exists()
+                or _sha256(restored.ohlcv_dir / name) != described["sha256"]
             ]
             if not mismatched:
                 return "dvc", f"DVC version {md5}"
             reason = f"DVC version {md5} differs from the run's snapshot in {len(mismatched)} file(s)"
         except QuantError as exc:
             reason = f"DVC version {md5} could not be restored ({exc})"
-        shutil.rmtree(workspace / "data", ignore_errors=True)
+        shutil.rmtree(layout.data_dir, ignore_errors=True)
         shutil.rmtree(workspace / ".dvc", ignore_errors=True)
-    _restore_from_snapshot(manifest, run_dir, workspace / "data" / "lakehouse")
+    _restore_from_snapshot(manifest, run_dir, layout)
     return "snapshot", f"the run's own snapshot files ({reason})"
 
 
@@ -223,8 +225,8 @@ def _restore_with_dvc(settings: Settings, md5: str, workspace: Path, dvc: str | 
     return restore_version(md5, workspace, project)
 
 
-def _restore_from_snapshot(manifest: dict[str, Any], run_dir: Path, lakehouse: Path) -> None:
-    ohlcv = lakehouse / "ohlcv"
+def _restore_from_snapshot(manifest: dict[str, Any], run_dir: Path, layout: StorageLayout) -> None:
+    ohlcv = layout.ohlcv_dir
     ohlcv.mkdir(parents=True, exist_ok=True)
     symbols: dict[str, dict[str, Any]] = {}
     for name, described in manifest["files"].items():
@@ -242,15 +244,15 @@ def _restore_from_snapshot(manifest: dict[str, Any], run_dir: Path, lakehouse: P
             "symbol": symbol,
             "asset_class": described.get("asset_class"),
             "data_quality_score": described.get("data_quality_score"),
-            "start_date": _day(stamps.min()),
-            "end_date": _day(stamps.max()),
+            "start_date": ts_to_date(stamps.min()).isoformat(),
+            "end_date": ts_to_date(stamps.max()).isoformat(),
             "rows": described["rows"],
             "file": f"ohlcv/{name}",
             "level_shifts": [],
         }
     for key, reason in (manifest.get("excluded") or {}).items():
         exchange, symbol = key.split("_", 1)
-        (ohlcv / f"{key}_1d.parquet").touch()  # a stand-in: excluded files are never read
+        layout.ohlcv_path(exchange, symbol).touch()  # a stand-in: excluded files are never read
         flagged = reason.removeprefix("level shift flagged on ").split(", ")
         symbols[key] = {
             "exchange": exchange,
@@ -259,7 +261,10 @@ def _restore_from_snapshot(manifest: dict[str, Any], run_dir: Path, lakehouse: P
             "level_shifts": flagged,
         }
     catalog = {"version": 1, "symbols": symbols, "errors": {}, "meta": {"rebuilt_from": "manifest"}}
-    (lakehouse / "catalog.json").write_text(json.dumps(catalog, indent=2, sort_keys=True))
+    # A throwaway lakehouse in the reproduction's workspace: its catalog is rebuilt whole
+    # from the manifest (no merge, no `updated_at`), so it is written here, not merged by
+    # `Lakehouse.update_catalog`.
+    layout.catalog_path.write_text(json.dumps(catalog, indent=2, sort_keys=True))
 
 
 def _write_candidates(data_dir: Path, manifest: dict[str, Any]) -> None:
@@ -269,9 +274,8 @@ def _write_candidates(data_dir: Path, manifest: dict[str, Any]) -> None:
         "universe": manifest.get("universe"),
         "candidates": [dict(zip(("exchange", "symbol"), k.split("_", 1), strict=True)) for k in keys],
     }
-    path = data_dir / "export" / manifest["as_of"] / "candidates.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(document, indent=2, sort_keys=True))
+    day = dt.date.fromisoformat(manifest["as_of"])
+    Lakehouse(data_dir=str(data_dir)).write_candidates([(day, json.dumps(document, indent=2, sort_keys=True))])
 
 
 def remove_tree(root: Path) -> None:
@@ -296,7 +300,3 @@ def _read_json(path: Path, run_id: str) -> Any:
 
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _day(timestamp: int) -> str:
-    return (dt.date(1970, 1, 1) + dt.timedelta(days=int(timestamp) // 86400)).isoformat()

@@ -258,7 +258,7 @@ def alpha_report(settings: Settings, run_id: str) -> dict[str, Any]:
 
     import polars as pl
 
-    run_dir = settings.runs_dir / run_id
+    run_dir = settings.layout.run_dir(run_id)
     selection = json.loads((run_dir / "selection.json").read_text())
     weights = pl.read_parquet(run_dir / "weights.parquet")
     backtest = json.loads((run_dir / "backtest.json").read_text())

@@ -38,6 +38,7 @@ from typing import Any
 import yaml
 
 from quant_resources.errors import QuantError
+from quant_resources.layout import StorageLayout
 from quant_resources.settings import PROJECT_ROOT
 
 STAGE = "data_cycle"
@@ -65,7 +66,7 @@ def lakehouse_out(root: Path, data_dir: Path) -> str | None:
         outs = stages[STAGE].get("outs", [])
     except (OSError, KeyError, TypeError, yaml.YAMLError):
         return None
-    wanted = (data_dir / "lakehouse").resolve()
+    wanted = StorageLayout(data_dir).lakehouse_dir.resolve()
     for out in outs:
         path = next(iter(out)) if isinstance(out, dict) else out
         if (root / path).resolve() == wanted:
@@ -121,7 +122,7 @@ def recorded_lakehouse_md5(data_dir: Path, used: Mapping[str, bytes]) -> str | N
     if listing is None:
         return None
     try:
-        catalog = (data_dir / "lakehouse" / "catalog.json").read_bytes()
+        catalog = StorageLayout(data_dir).catalog_path.read_bytes()
     except OSError:
         return None
     for relpath, content in {**used, "catalog.json": catalog}.items():
@@ -190,7 +191,7 @@ class DvcProject:
         out = lakehouse_out(self.root, data_dir)
         if out is None:
             raise DvcError(
-                f"{data_dir / 'lakehouse'} is not the `{STAGE}` output of the DVC project at "
+                f"{StorageLayout(data_dir).lakehouse_dir} is not the `{STAGE}` output of the DVC project at "
                 f"{self.root} (see its dvc.yaml): run with the project's data folder "
                 "(QUANT_DATA_DIR unset), or leave out --dvc"
             )
@@ -257,19 +258,20 @@ def pull_plan(data_dir: Path, dvc: str | None = None) -> PullPlan:
         return PullPlan(False, f"{data_dir} is in no DVC project (no dvc.yaml and .dvc/ above it)")
     out = lakehouse_out(root, data_dir)
     if out is None:
-        return PullPlan(False, f"{data_dir / 'lakehouse'} is not the `{STAGE}` output of the DVC project at {root}")
+        return PullPlan(False, f"{StorageLayout(data_dir).lakehouse_dir} is not the `{STAGE}` output of the DVC project at {root}")
     md5 = read_lock_md5(root, out)
     if md5 is None:
         return PullPlan(False, "dvc.lock records no lakehouse version yet (quant data --dvc records one)")
-    catalog = data_dir / "lakehouse" / "catalog.json"
+    layout = StorageLayout(data_dir)
+    catalog = layout.catalog_path
     local = _last_partition(catalog.read_bytes()) if catalog.exists() else None
     remote: dict[str, str] | None = None
     if local is None:
-        if catalog.exists() or any((data_dir / "lakehouse" / "ohlcv").glob("*.parquet")):
+        if catalog.exists() or any(layout.ohlcv_dir.glob("*.parquet")):
             # Files whose extent is unknown are never overwritten by a run's automatic pull.
             return PullPlan(
                 False,
-                f"{data_dir / 'lakehouse'} holds data but no catalog.json naming its last partition: "
+                f"{layout.lakehouse_dir} holds data but no catalog.json naming its last partition: "
                 f"`quant audit` rebuilds the catalog; `quant pull --force` restores the recorded version {md5}",
                 md5,
             )
@@ -323,10 +325,12 @@ def restore_version(md5: str, workspace: Path, source: DvcProject) -> Path:
         source.run("remote", "add", "--default", name, remote.pop("url"), cwd=workspace)
         for key, value in remote.items():
             source.run("remote", "modify", name, key, value, cwd=workspace)
-    pointer = {"outs": [{"md5": md5, "path": "lakehouse", "hash": "md5"}]}
-    (workspace / "data" / "lakehouse.dvc").write_text(yaml.safe_dump(pointer, sort_keys=False))
-    source.run("pull", "data/lakehouse.dvc", cwd=workspace)
-    return workspace / "data" / "lakehouse"
+    lakehouse = StorageLayout(workspace / "data").lakehouse_dir
+    pointer = {"outs": [{"md5": md5, "path": lakehouse.name, "hash": "md5"}]}
+    pointer_file = lakehouse.with_name(f"{lakehouse.name}.dvc")  # data/lakehouse.dvc
+    pointer_file.write_text(yaml.safe_dump(pointer, sort_keys=False))
+    source.run("pull", str(pointer_file.relative_to(workspace)), cwd=workspace)
+    return lakehouse
 
 
 def _last_partition(catalog: bytes) -> str | None:

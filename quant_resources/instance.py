@@ -50,11 +50,30 @@ storage:
     postgres_url:
       env: {PG_URL_ENV}
 """
-_COMMON = """\
+# Runs launched through the instance (the UI, schedules, the sensor, backfills) queue
+# here: a few at once, alpha days in parallel, and one run at a time that writes the
+# lakehouse (data, repair, audit: their jobs carry quant/lane=lakehouse), so two runs
+# never write the same symbol's file at once. The CLI's in-process runs do not queue.
+MAX_CONCURRENT_RUNS = 4
+ALPHA_RUNS_AT_ONCE = 2
+LANE_TAG = "quant/lane"
+_COMMON = f"""\
 telemetry:
   enabled: false
 nux:
   enabled: false
+run_coordinator:
+  module: dagster._core.run_coordinator
+  class: QueuedRunCoordinator
+  config:
+    max_concurrent_runs: {MAX_CONCURRENT_RUNS}
+    tag_concurrency_limits:
+      - key: {LANE_TAG}
+        value: lakehouse
+        limit: 1
+      - key: {LANE_TAG}
+        value: alpha
+        limit: {ALPHA_RUNS_AT_ONCE}
 """
 
 

@@ -31,7 +31,8 @@ from quant_resources.atomic import (
     read_json,
 )
 from quant_resources.errors import QuantError
-from quant_resources.symbols import ohlcv_filename, safe_child, validate_name
+from quant_resources.layout import StorageLayout, run_folder
+from quant_resources.symbols import safe_child, validate_name
 
 OWNER_FILE = ".run_id"
 SEAL_FILE = ".finished"  # a run folder holding it is finished: read-only, never written again
@@ -82,11 +83,15 @@ class LakehouseView:
     day: dt.date | None
 
     @property
+    def layout(self) -> StorageLayout:
+        return StorageLayout(self.data_dir)
+
+    @property
     def root(self) -> Path:
-        return self.data_dir / "lakehouse"
+        return self.layout.lakehouse_dir
 
     def catalog(self) -> dict[str, Any]:
-        catalog = read_json(self.root / "catalog.json", default=None)
+        catalog = read_json(self.layout.catalog_path, default=None)
         if catalog is None:
             raise QuantError(
                 f"the lakehouse at {self.root} has no catalog.json: run the data cycle first "
@@ -97,7 +102,7 @@ class LakehouseView:
     def candidates(self) -> dict[str, Any]:
         if self.day is None:
             raise QuantError("candidates need a partition day")
-        path = self.data_dir / "export" / self.day.isoformat() / "candidates.json"
+        path = self.layout.candidates_path(self.day)
         document = read_json(path, default=None)
         if document is None:
             raise QuantError(
@@ -107,11 +112,11 @@ class LakehouseView:
         return document
 
     def ohlcv_path(self, exchange: str, symbol: str) -> Path:
-        return safe_child(self.root / "ohlcv", ohlcv_filename(exchange, symbol))
+        return self.layout.ohlcv_path(exchange, symbol)
 
     @property
     def features_table(self) -> Path:
-        return self.root / "features" / "tv_technicals_1d"
+        return self.layout.feature_table()
 
 
 class ReadOnlyLakehouseIOManager(dg.ConfigurableIOManager):
@@ -122,7 +127,7 @@ class ReadOnlyLakehouseIOManager(dg.ConfigurableIOManager):
     def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
         key = context.asset_key.to_user_string() if context.has_asset_key else context.name
         raise PermissionError(
-            f"asset {key} may not write the lakehouse at {Path(self.data_dir) / 'lakehouse'}: "
+            f"asset {key} may not write the lakehouse at {StorageLayout(Path(self.data_dir)).lakehouse_dir}: "
             "the alpha cycle reads it read-only; write run artifacts through RunArtifactIOManager"
         )
 
@@ -154,7 +159,7 @@ class RunArtifactIOManager(dg.ConfigurableIOManager):
     runs_dir: str
 
     def run_dir(self, run_id: str) -> Path:
-        return safe_child(Path(self.runs_dir), validate_name(run_id, "run id"))
+        return run_folder(self.runs_dir, run_id)
 
     def _claim(self, run_dir: Path, run_id: str) -> None:
         check_run_folder_writable(run_dir, run_id)

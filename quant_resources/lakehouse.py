@@ -1,8 +1,11 @@
-"""The read-write lakehouse resource: the only writer of `data/lakehouse/`.
+"""The read-write lakehouse resource: the only writer of `data/lakehouse/` and of the
+day's candidates in `data/export/`.
 
-It owns the paths of the storage contract, the per-symbol locks, the atomic merge of
-new bars into a symbol's Parquet file, and the catalog and registry updates. Domain
-rules (what to fetch, how to clean, how to score) live in `quant_assets.data`.
+It owns the per-symbol locks, the atomic merge of new bars into a symbol's Parquet file,
+the catalog and registry updates, the candidates files, and the gate through which the
+feature table is committed. Paths come from `StorageLayout`. Domain rules (what to
+fetch, how to clean, how to score, how to compute and commit indicators) live in
+`quant_assets`.
 """
 
 from __future__ import annotations
@@ -11,22 +14,30 @@ import contextlib
 import datetime as dt
 import os
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import dagster as dg
 import numpy as np
 import polars as pl
 from filelock import FileLock
 
-from quant_resources.atomic import TMP_MARKER, atomic_write_json, atomic_write_parquet, read_json
+from quant_resources.atomic import (
+    TMP_MARKER,
+    atomic_write_json,
+    atomic_write_many,
+    atomic_write_parquet,
+    read_json,
+)
 from quant_resources.errors import QuantError
+from quant_resources.layout import StorageLayout
 from quant_resources.schema import OHLCV_COLUMNS, OHLCV_SCHEMA, SymbolInfo, symbols_frame
-from quant_resources.symbols import ohlcv_filename, safe_child, symbol_key
+from quant_resources.symbols import symbol_key
 
 CATALOG_VERSION = 1
 LOCK_TIMEOUT_S = 600
+T = TypeVar("T")
 
 
 class LakehouseError(QuantError):
@@ -42,34 +53,42 @@ class Lakehouse(dg.ConfigurableResource):
 
     data_dir: str
 
-    # -- paths -------------------------------------------------------------
+    # -- paths (shorthands of the layout) ------------------------------------
+    @property
+    def layout(self) -> StorageLayout:
+        return StorageLayout(Path(self.data_dir))
+
     @property
     def root(self) -> Path:
-        return Path(self.data_dir) / "lakehouse"
+        return self.layout.lakehouse_dir
 
     @property
     def ohlcv_dir(self) -> Path:
-        return self.root / "ohlcv"
+        return self.layout.ohlcv_dir
 
     @property
     def catalog_path(self) -> Path:
-        return self.root / "catalog.json"
+        return self.layout.catalog_path
 
     @property
     def symbols_path(self) -> Path:
-        return self.root / "symbols.parquet"
+        return self.layout.symbols_path
 
     @property
     def quarantine_dir(self) -> Path:
-        return self.root / "quarantine"
+        return self.layout.quarantine_dir
 
     @property
     def export_dir(self) -> Path:
-        return Path(self.data_dir) / "export"
+        return self.layout.export_dir
+
+    @property
+    def features_table(self) -> Path:
+        return self.layout.feature_table()
 
     def ohlcv_path(self, exchange: str, symbol: str) -> Path:
         """The file of one symbol; the names are validated before they become a path."""
-        return safe_child(self.ohlcv_dir, ohlcv_filename(exchange, symbol))
+        return self.layout.ohlcv_path(exchange, symbol)
 
     def ohlcv_files(self) -> list[Path]:
         if not self.ohlcv_dir.exists():
@@ -80,9 +99,9 @@ class Lakehouse(dg.ConfigurableResource):
     @contextlib.contextmanager
     def lock(self, name: str) -> Iterator[None]:
         """An inter-process lock (also exclusive between threads) on `name`."""
-        folder = self.root / ".locks"
-        folder.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(folder / f"{name}.lock"), timeout=LOCK_TIMEOUT_S):
+        path = self.layout.lock_path(name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(path), timeout=LOCK_TIMEOUT_S):
             yield
 
     def check_writable(self) -> None:
@@ -217,6 +236,40 @@ class Lakehouse(dg.ConfigurableResource):
             catalog["updated_at"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
             atomic_write_json(self.catalog_path, catalog)
             return catalog
+
+    # -- candidates ----------------------------------------------------------
+    def write_candidates(self, days_and_texts: Iterable[tuple[dt.date, str]]) -> int:
+        """Write each day's `export/{date}/candidates.json`; returns the bytes written.
+
+        `days_and_texts` is consumed lazily (a history backfill writes one file per day,
+        3653 for 10 years: memory holds one document), and the files are made durable
+        together by `atomic_write_many` (two syncs in all, not two fsyncs a file). Each
+        file is whole or absent; an I/O error raises, naming the file.
+        """
+        written = 0
+
+        def files() -> Iterator[tuple[Path, bytes]]:
+            nonlocal written
+            for day, text in days_and_texts:
+                data = text.encode("utf-8")
+                written += len(data)
+                yield self.layout.candidates_path(day), data
+
+        atomic_write_many(files())
+        return written
+
+    # -- features ------------------------------------------------------------
+    def write_features(self, commit: Callable[..., T], *args: Any) -> T:
+        """Commit to the feature table: `commit(features_table, *args)`.
+
+        The Delta writer (`quant_assets.features.store.update_features`) stays beside the
+        indicators it validates, since this package imports nothing of `quant_assets`; it
+        is handed the table path here, so the feature table, like every lakehouse file, is
+        written only by holders of this resource (the alpha side reads it through
+        `LakehouseView`). No file lock is taken: a Delta commit is atomic, and concurrent
+        writers are ordered by the Delta log (the writer retries a lost race).
+        """
+        return commit(self.features_table, *args)
 
     # -- registry ----------------------------------------------------------
     def read_symbols(self) -> pl.DataFrame | None:

@@ -35,7 +35,13 @@ def date_to_ts(day: dt.date) -> int:
 
 
 def ts_to_date(ts: int) -> dt.date:
+    """The UTC date of epoch seconds `ts` (a bar stamped later in its day stays on that day)."""
     return dt.date(1970, 1, 1) + dt.timedelta(days=int(ts) // SECONDS_PER_DAY)
+
+
+def ts_to_date_expr(column: str = "timestamp") -> pl.Expr:
+    """`ts_to_date` as a polars expression over an epoch-seconds column (a `pl.Date`)."""
+    return (pl.col(column).cast(pl.Int64) // SECONDS_PER_DAY).cast(pl.Int32).cast(pl.Date)
 
 
 @dataclass(frozen=True)

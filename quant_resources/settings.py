@@ -14,10 +14,11 @@ import dataclasses
 import datetime as dt
 import os
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from quant_resources.errors import ConfigError
+from quant_resources.layout import StorageLayout
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SOURCES = ("synthetic", "files", "binance")
@@ -49,7 +50,9 @@ class Settings:
     universe: str = "default"
     source: str = "synthetic"
     files_dir: Path | None = None
-    config_dir: Path = field(default_factory=lambda: PROJECT_ROOT / "configs")
+    # QUANT_CONFIG_DIR: a folder with scanners/{universe}.yaml. None: the scanner configs
+    # shipped inside the installed package (quant_assets/configs), checkout or wheel alike.
+    config_dir: Path | None = None
     synthetic_symbols: int = 300
     synthetic_seed: int = 7
     binance_base_url: str = "https://data-api.binance.vision"
@@ -57,7 +60,8 @@ class Settings:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir).absolute())
-        object.__setattr__(self, "config_dir", Path(self.config_dir).absolute())
+        if self.config_dir is not None:
+            object.__setattr__(self, "config_dir", Path(self.config_dir).absolute())
         if self.files_dir is not None:
             object.__setattr__(self, "files_dir", Path(self.files_dir).absolute())
         if self.source not in SOURCES:
@@ -73,51 +77,52 @@ class Settings:
         if self.synthetic_symbols < 1:
             raise ConfigError(f"synthetic universe needs at least 1 symbol, got {self.synthetic_symbols}")
 
-    # Paths of the storage contract (docs/lakehouse_contract.md).
+    # Paths of the storage contract (docs/lakehouse_contract.md): the layout owns them;
+    # the properties below are shorthands for its most used ones.
+    @property
+    def layout(self) -> StorageLayout:
+        return StorageLayout(self.data_dir)
+
     @property
     def lakehouse_dir(self) -> Path:
-        return self.data_dir / "lakehouse"
+        return self.layout.lakehouse_dir
 
     @property
     def ohlcv_dir(self) -> Path:
-        return self.lakehouse_dir / "ohlcv"
+        return self.layout.ohlcv_dir
 
     @property
     def catalog_path(self) -> Path:
-        return self.lakehouse_dir / "catalog.json"
+        return self.layout.catalog_path
 
     @property
     def symbols_path(self) -> Path:
-        return self.lakehouse_dir / "symbols.parquet"
+        return self.layout.symbols_path
 
     @property
     def features_dir(self) -> Path:
-        return self.lakehouse_dir / "features"
+        return self.layout.features_dir
 
     @property
     def quarantine_dir(self) -> Path:
-        return self.lakehouse_dir / "quarantine"
+        return self.layout.quarantine_dir
 
     @property
     def export_dir(self) -> Path:
-        return self.data_dir / "export"
+        return self.layout.export_dir
 
     @property
     def runs_dir(self) -> Path:
-        return self.data_dir / "runs"
+        return self.layout.runs_dir
 
     @property
     def mlflow_dir(self) -> Path:
-        return self.data_dir / "mlflow"
+        return self.layout.mlflow_dir
 
     @property
     def tracking_uri(self) -> str:
         """QUANT_MLFLOW_TRACKING_URI when set, else `sqlite:///{data_dir}/mlflow/mlflow.db`."""
-        return self.mlflow_tracking_uri or f"sqlite:///{self.mlflow_dir / 'mlflow.db'}"
-
-    @property
-    def scanner_config_path(self) -> Path:
-        return self.config_dir / "scanners" / f"{self.universe}.yaml"
+        return self.mlflow_tracking_uri or f"sqlite:///{self.layout.mlflow_db}"
 
     def replace(self, **changes: object) -> Settings:
         return dataclasses.replace(self, **changes)

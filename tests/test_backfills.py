@@ -39,7 +39,7 @@ from quant_assets.features.store import read_features
 from quant_resources.instance import EmbeddedPostgres
 from quant_resources.run_tags import RANGE_END, RANGE_START
 from quant_resources.runtime import ensure_dagster_home
-from quant_resources.schema import date_to_ts
+from quant_resources.schema import date_to_ts, ts_to_date
 from quant_resources.settings import Settings
 
 pytestmark = pytest.mark.slow
@@ -208,9 +208,7 @@ def test_history_backfill_of_the_data_cycle_is_one_run_with_complete_files(tmp_p
     )
     for key, entry in catalog["symbols"].items():
         bars = pl.read_parquet(data_dir / "lakehouse" / entry["file"])
-        held = {
-            dt.date(1970, 1, 1) + dt.timedelta(days=int(ts) // 86400) for ts in bars["timestamp"]
-        }
+        held = {ts_to_date(ts) for ts in bars["timestamp"]}
         first = first_session_on_or_after(
             max(start, dt.date.fromisoformat(entry["genesis_date"])), entry["calendar"]
         )

@@ -14,7 +14,7 @@ from quant_assets.contracts import enforce, ohlcv_schema
 from quant_assets.data.ingest import ingest
 from quant_assets.definitions import build_definitions
 from quant_resources.lakehouse import Lakehouse
-from quant_resources.schema import date_to_ts
+from quant_resources.schema import date_to_ts, ts_to_date
 from quant_resources.settings import Settings
 from quant_resources.sources.synthetic import SyntheticSource
 
@@ -49,7 +49,7 @@ def test_default_universe_lands_clean(default_universe_lakehouse):
     shifts = {(f"{e['exchange']}_{e['symbol']}_1d.parquet", d) for e in catalog["symbols"].values() for d in e["level_shifts"]}
     toxic = [
         r for r in returns.filter(pl.col("r") > settings.toxic_threshold).iter_rows(named=True)
-        if (r["symbol"], str(dt.date(1970, 1, 1) + dt.timedelta(days=r["timestamp"] // 86400))) not in shifts
+        if (r["symbol"], str(ts_to_date(r["timestamp"]))) not in shifts
     ]
     assert toxic == []
 

@@ -13,8 +13,6 @@ from quant_resources.atomic import atomic_write_json
 from quant_resources.schema import SymbolInfo
 from quant_resources.sources.synthetic import SyntheticSource
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-
 # Two scanners that admit the same symbols (two admissions each), a top N that cuts, a
 # history rule that admits symbols over the range, volumes whose repr has an exponent.
 OVERLAPPING = UniverseConfig.model_validate(
@@ -49,7 +47,7 @@ def _written_bytes(tmp_path: Path, document: dict) -> bytes:
 
 @pytest.mark.parametrize("universe", ["all", "default", "small"])
 def test_streamed_text_is_the_written_document_for_each_universe(tmp_path, universe):
-    config = load_universe(CONFIGS, universe)
+    config = load_universe(None, universe)  # the configs shipped in the package
     listed = SyntheticSource(n_symbols=60).list_symbols()
     days = _days(dt.date(2017, 12, 20), 40)  # across genesis dates of late listings
     documents = scan_many(config, listed, days)

@@ -40,6 +40,7 @@ from quant_assets.observability import mirror_audit, rank_policy, register_polic
 from quant_assets.partitions import window_dates
 from quant_assets.versioning import recorded_lakehouse_md5
 from quant_resources.io_managers import Artifact, LakehouseView, check_run_folder_writable
+from quant_resources.schema import ts_to_date_expr
 from quant_resources.settings import PROJECT_ROOT, Settings
 
 OWNERS = ["team:quant-research"]
@@ -99,7 +100,7 @@ class BacktestConfig(dg.Config):
 
 
 def _run_dir(settings: Settings, run_id: str):
-    return settings.runs_dir / run_id
+    return settings.layout.run_dir(run_id)  # the folder RunArtifactIOManager writes
 
 
 def _png_markdown(png: bytes, title: str) -> dg.MetadataValue:
@@ -255,7 +256,10 @@ def build_alpha_assets(settings: Settings, partitions_def: dg.PartitionsDefiniti
                 "returns_l1",
                 asset="returns_matrix",
                 blocking=True,
-                description="L1: finite or NaN where no bar; no return above +500%; no forward fill.",
+                description=(
+                    "L1: finite or NaN where no bar; no return above "
+                    f"+{settings.toxic_threshold * 100:g}% (the toxic threshold); no forward fill."
+                ),
             )
         ],
         description=(
@@ -573,9 +577,7 @@ def _forward_fill_cases(
     """Values in the matrix where the symbol has no bar: a forward fill would put them there."""
     bad = 0
     for symbol, bars in closes.items():
-        days = bars.select(
-            (pl.col("timestamp") // 86400).cast(pl.Int32).cast(pl.Date).alias("date")
-        )
+        days = bars.select(ts_to_date_expr().alias("date"))
         if business:
             days = days.filter(pl.col("date").dt.weekday() <= 5)
         present = matrix.select("date", symbol).filter(pl.col(symbol).is_not_nan())

@@ -13,12 +13,11 @@ truncated to the youngest symbol: it spans the oldest symbol's history.
 from __future__ import annotations
 
 import datetime as dt
-from pathlib import Path
 
 import numpy as np
 import polars as pl
 
-from quant_resources.schema import SECONDS_PER_DAY
+from quant_resources.schema import ts_to_date_expr
 
 
 def panel_dates(first: dt.date, last: dt.date, business: bool) -> pl.Series:
@@ -42,7 +41,7 @@ def build_returns_matrix(
     frames = []
     for symbol in sorted(closes):
         bars = closes[symbol].select(
-            (pl.col("timestamp") // SECONDS_PER_DAY).cast(pl.Int32).cast(pl.Date).alias("date"),
+            ts_to_date_expr().alias("date"),
             pl.col("close"),
         )
         if end is not None:
@@ -73,10 +72,3 @@ def returns_array(matrix: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, list[st
     )
     dates = matrix["date"].to_numpy().astype("datetime64[D]")
     return values, dates, symbols
-
-
-def load_closes(files: dict[str, Path]) -> dict[str, pl.DataFrame]:
-    return {
-        symbol: pl.read_parquet(path, columns=["timestamp", "close"])
-        for symbol, path in files.items()
-    }

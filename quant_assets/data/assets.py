@@ -11,7 +11,6 @@ import datetime as dt
 import statistics
 import warnings
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -39,10 +38,9 @@ from quant_assets.data.skipped import (
 from quant_assets.observability import log_data_cycle
 from quant_assets.partitions import window_dates
 from quant_resources import progress
-from quant_resources.atomic import atomic_write_many
 from quant_resources.io_managers import LakehouseView
 from quant_resources.lakehouse import Lakehouse
-from quant_resources.schema import SymbolInfo, date_to_ts
+from quant_resources.schema import SymbolInfo, date_to_ts, ts_to_date
 from quant_resources.settings import Settings
 from quant_resources.sources.base import MarketDataSource
 from quant_resources.tracking import MlflowTracking
@@ -54,36 +52,28 @@ OWNERS = ["team:data-platform"]
 CHECK_FILES_PER_CHUNK = 125  # symbols' files a check validates at a time (bounded memory)
 
 
-def candidates_path(settings: Settings, day: dt.date):
-    return settings.export_dir / day.isoformat() / "candidates.json"
-
-
 def write_candidates(
-    settings: Settings,
+    lakehouse: Lakehouse,
     config: UniverseConfig,
     listed: list[SymbolInfo],
     days: list[dt.date],
     advance: Callable[[int, int], None] | None = None,
 ) -> int:
-    """Write each day's candidates.json (compact, atomic); returns the bytes written.
+    """Write each day's candidates.json (compact, atomic) through the lakehouse; returns
+    the bytes written.
 
     A history backfill writes one file per day (3653 for 10 years, 7305 for 20):
-    documents are encoded one at a time (memory holds one), and the files are made
-    durable together by `atomic_write_many` (two syncs in all, not two fsyncs a file).
+    documents are scanned and encoded one at a time (memory holds one) and made durable
+    together (`Lakehouse.write_candidates`).
     """
-    written = 0
 
-    def files() -> Iterator[tuple[Path, bytes]]:
-        nonlocal written
+    def days_and_texts() -> Iterator[tuple[dt.date, str]]:
         for done, (day, text, _) in enumerate(scan_days_json(config, listed, days), start=1):
-            data = text.encode("utf-8")
-            written += len(data)
             if advance and (done % 32 == 0 or done == len(days)):
                 advance(done, len(days))
-            yield candidates_path(settings, day), data
+            yield day, text
 
-    atomic_write_many(files())  # an I/O error fails the asset, naming the file
-    return written
+    return lakehouse.write_candidates(days_and_texts())  # an I/O error fails the asset, naming the file
 
 
 def read_candidates(settings: Settings, day: dt.date) -> dict[str, Any]:
@@ -160,16 +150,19 @@ def build_data_assets(settings: Settings, partitions_def: dg.PartitionsDefinitio
         code_version="1",
         description=(
             "Scanner output per day: the symbols of the universe that pass its scanners "
-            "(configs/scanners/{universe}.yaml), written to data/export/{date}/candidates.json."
+            f"(scanners/{settings.universe}.yaml, shipped in quant_assets/configs unless "
+            "QUANT_CONFIG_DIR names another folder), written to data/export/{date}/candidates.json."
         ),
     )
-    def candidates(context: dg.AssetExecutionContext, source: MarketDataSource) -> dg.MaterializeResult:
+    def candidates(
+        context: dg.AssetExecutionContext, source: MarketDataSource, lakehouse: Lakehouse
+    ) -> dg.MaterializeResult:
         start, end = window_dates(context)
         config = load_universe(settings.config_dir, settings.universe)
         listed = source.list_symbols()
         days = [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
         write_candidates(
-            settings, config, listed, days, advance=lambda done, total: progress.advance("candidates", done, total, "days")
+            lakehouse, config, listed, days, advance=lambda done, total: progress.advance("candidates", done, total, "days")
         )
         last = scan_many(config, listed, [end])[end]
         counts = {}
@@ -183,7 +176,7 @@ def build_data_assets(settings: Settings, partitions_def: dg.PartitionsDefinitio
                 "candidates_last_day": len(last["candidates"]),
                 "by_asset_class": dg.MetadataValue.json(counts),
                 "symbols_listed": len(listed),
-                "path": dg.MetadataValue.path(str(candidates_path(settings, end))),
+                "path": dg.MetadataValue.path(str(lakehouse.layout.candidates_path(end))),
             }
         )
 
@@ -197,7 +190,7 @@ def build_data_assets(settings: Settings, partitions_def: dg.PartitionsDefinitio
         code_version="1",
         description=(
             "Daily OHLCV bars, one Snappy Parquet file per symbol in data/lakehouse/ohlcv/, "
-            "sanitised (duplicates, invalid OHLC, toxic returns over +500%) before they land; "
+            f"sanitised (duplicates, invalid OHLC, toxic returns over +{settings.toxic_threshold * 100:g}%) before they land; "
             "catalog.json and symbols.parquet updated atomically."
         ),
     )
@@ -275,7 +268,10 @@ def build_data_assets(settings: Settings, partitions_def: dg.PartitionsDefinitio
         partitions_def=partitions_def,
         blocking=True,
         required_resource_keys={"lakehouse"},
-        description="No close-to-close return above the toxic threshold (+500%), except flagged level shifts.",
+        description=(
+            f"No close-to-close return above the toxic threshold (+{settings.toxic_threshold * 100:g}%), "
+            "except flagged level shifts."
+        ),
     )
     def ohlcv_toxic_free(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
         start, _ = window_dates(context)
@@ -295,7 +291,7 @@ def build_data_assets(settings: Settings, partitions_def: dg.PartitionsDefinitio
         metadata: dict[str, Any] = {"rows_checked": rows_checked, "toxic_rows": len(offending), "threshold": settings.toxic_threshold}
         if offending:
             lines = [
-                f"- {r['symbol']} {dt.date(1970, 1, 1) + dt.timedelta(days=r['timestamp'] // 86400)}: return {r['ret']:.2%}"
+                f"- {r['symbol']} {ts_to_date(r['timestamp'])}: return {r['ret']:.2%}"
                 for r in offending[:20]
             ]
             metadata["toxic_returns"] = dg.MetadataValue.md("\n".join(lines))
@@ -307,7 +303,10 @@ def build_data_assets(settings: Settings, partitions_def: dg.PartitionsDefinitio
         partitions_def=partitions_def,
         blocking=False,
         required_resource_keys={"lakehouse"},
-        description="Warns on gaps longer than the gap threshold (5 sessions) inside the partition window.",
+        description=(
+            f"Warns on gaps longer than the gap threshold ({settings.gap_threshold_days} sessions) "
+            "inside the partition window."
+        ),
     )
     def ohlcv_gaps(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
         start, end = window_dates(context)

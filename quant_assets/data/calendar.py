@@ -10,8 +10,6 @@ import datetime as dt
 
 import numpy as np
 
-CALENDARS = ("24/7", "business")
-
 
 def calendar_for(asset_class: str) -> str:
     return "24/7" if asset_class == "crypto" else "business"

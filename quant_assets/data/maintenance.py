@@ -28,7 +28,7 @@ from quant_assets.data.lakehouse_reads import symbol_of_file
 from quant_resources.atomic import atomic_write_json, read_json
 from quant_resources.errors import QuantError
 from quant_resources.lakehouse import Lakehouse, LakehouseError, read_ohlcv_file
-from quant_resources.schema import SymbolInfo
+from quant_resources.schema import SymbolInfo, ts_to_date
 from quant_resources.settings import Settings
 from quant_resources.sources.base import MarketDataSource
 
@@ -267,10 +267,7 @@ def audit_lakehouse(
         if closes.size > 1:
             ratios = closes[1:] / closes[:-1] - 1.0
             for i in np.flatnonzero(ratios > settings.toxic_threshold):
-                day = (
-                    dt.date(1970, 1, 1)
-                    + dt.timedelta(days=int(bars["timestamp"][int(i) + 1]) // 86400)
-                ).isoformat()
+                day = ts_to_date(bars["timestamp"][int(i) + 1]).isoformat()
                 if day not in shifts:
                     report.toxic.append({"symbol": key, "date": day, "return": float(ratios[i])})
         if entry is None:
@@ -279,16 +276,8 @@ def audit_lakehouse(
         ts = bars["timestamp"]
         actual = {
             "rows": bars.height,
-            "start_date": (
-                dt.date(1970, 1, 1) + dt.timedelta(days=int(ts.min()) // 86400)
-            ).isoformat()
-            if bars.height
-            else None,
-            "end_date": (
-                dt.date(1970, 1, 1) + dt.timedelta(days=int(ts.max()) // 86400)
-            ).isoformat()
-            if bars.height
-            else None,
+            "start_date": ts_to_date(ts.min()).isoformat() if bars.height else None,
+            "end_date": ts_to_date(ts.max()).isoformat() if bars.height else None,
         }
         diff = {k: (entry.get(k), v) for k, v in actual.items() if entry.get(k) != v}
         if diff:
@@ -335,4 +324,4 @@ def audit_lakehouse(
 
 
 def audit_path(lakehouse: Lakehouse):
-    return lakehouse.root / "audit" / "latest.json"
+    return lakehouse.layout.audit_report_path

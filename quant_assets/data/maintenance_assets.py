@@ -35,7 +35,7 @@ def build_maintenance_assets(settings: Settings) -> list:
         kinds={"polars", "parquet"},
         owners=OWNERS,
         description=(
-            "Re-fetches only the windows of recorded gaps (over 5 sessions) and any file the "
+            f"Re-fetches only the windows of recorded gaps (over {settings.gap_threshold_days} sessions) and any file the "
             "audit quarantined; reports gaps healed and gaps still open (real halts, annotated)."
         ),
     )

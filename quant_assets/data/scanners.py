@@ -1,4 +1,8 @@
-"""Discovery: scanner configs (YAML in `configs/scanners/{universe}.yaml`) and their evaluation.
+"""Discovery: scanner configs (YAML in `scanners/{universe}.yaml`) and their evaluation.
+
+The configs ship inside the package (`quant_assets/configs/scanners/`, found with
+importlib.resources, so an installed wheel has them); `QUANT_CONFIG_DIR` names another
+folder holding a `scanners/` of its own.
 
 A scanner keeps the source's symbols that pass its filters as of a date, ranks them
 and keeps the top N. Candidates are the union over the universe's scanners, each with
@@ -11,6 +15,8 @@ import bisect
 import datetime as dt
 import json
 from collections.abc import Iterator
+from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Literal
 
@@ -47,15 +53,25 @@ class UniverseConfig(pydantic.BaseModel):
     scanners: list[ScannerConfig] = pydantic.Field(min_length=1)
 
 
-def available_universes(config_dir: Path) -> list[str]:
-    return sorted(p.stem for p in (config_dir / "scanners").glob("*.yaml"))
+def scanners_dir(config_dir: Path | None) -> Traversable:
+    """`{config_dir}/scanners` (QUANT_CONFIG_DIR), else the package's own scanner configs."""
+    if config_dir is not None:
+        return Path(config_dir) / "scanners"
+    return resources.files("quant_assets") / "configs" / "scanners"
 
 
-def load_universe(config_dir: Path, universe: str) -> UniverseConfig:
-    """Load and validate `configs/scanners/{universe}.yaml`, with one-line errors."""
+def available_universes(config_dir: Path | None) -> list[str]:
+    folder = scanners_dir(config_dir)
+    if not folder.is_dir():
+        return []
+    return sorted(p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def load_universe(config_dir: Path | None, universe: str) -> UniverseConfig:
+    """Load and validate `scanners/{universe}.yaml` (see `scanners_dir`), with one-line errors."""
     validate_name(universe, "universe")
-    path = config_dir / "scanners" / f"{universe}.yaml"
-    if not path.exists():
+    path = scanners_dir(config_dir).joinpath(f"{universe}.yaml")
+    if not path.is_file():
         known = ", ".join(available_universes(config_dir)) or "none"
         raise ConfigError(
             f"unknown universe {universe!r}: no scanner config {path} (available: {known}); "

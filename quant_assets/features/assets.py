@@ -21,14 +21,15 @@ from quant_assets.features.store import (
 )
 from quant_assets.partitions import window_dates
 from quant_resources.lakehouse import Lakehouse
+from quant_resources.layout import FEATURE_TABLE
 from quant_resources.settings import Settings
 
 OWNERS = ["team:data-platform"]
-TABLE = "tv_technicals_1d"
+TABLE = FEATURE_TABLE  # the asset is named after its Delta table
 
 
 def build_feature_assets(settings: Settings, partitions_def: dg.PartitionsDefinition, ohlcv: dg.AssetsDefinition) -> list:
-    table_path = settings.features_dir / TABLE
+    table_path = settings.layout.feature_table(TABLE)  # read by the check; the asset writes through the lakehouse
 
     @dg.asset(
         name=TABLE,
@@ -50,7 +51,7 @@ def build_feature_assets(settings: Settings, partitions_def: dg.PartitionsDefini
         bars = scan_bars(lakehouse.ohlcv_files(), warmup_start(start), end)
         if bars.height == 0:
             context.log.warning(f"{TABLE}: no bars in the lakehouse for {start}..{end}")
-        result = update_features(table_path, bars, start, end)
+        result = lakehouse.write_features(update_features, bars, start, end)
         context.log.info(f"{TABLE} {start}..{end}: {result.rows_written} rows for {result.symbols} symbols, Delta version {result.version}")
         return dg.MaterializeResult(
             metadata={
@@ -58,7 +59,7 @@ def build_feature_assets(settings: Settings, partitions_def: dg.PartitionsDefini
                 "rows_written": result.rows_written,
                 "symbols": result.symbols,
                 "window": f"{start}..{end}",
-                "path": dg.MetadataValue.path(str(table_path)),
+                "path": dg.MetadataValue.path(str(lakehouse.features_table)),
             }
         )
 

@@ -28,6 +28,8 @@ import math
 import pandera.polars as pa
 import polars as pl
 
+from quant_resources.schema import ts_to_date_expr
+
 TRADING_DAYS_PER_YEAR = 252
 BOLLINGER_WIDTH = 2.0
 RSI_OVERSOLD = 30.0
@@ -86,7 +88,6 @@ FIRST_VALID_ROW: dict[str, int] = {
 WARMUP_BARS = 520
 
 _BAR_COLUMNS = ("symbol", "timestamp", "open", "high", "low", "close", "volume")
-_SECONDS_PER_DAY = 86_400
 _SYMBOL_ID = "_symbol_id"
 _ROW = "_row"  # 0-based position of a bar in its symbol's history
 
@@ -181,10 +182,7 @@ def _prepare_bars(bars: pl.LazyFrame | pl.DataFrame) -> pl.DataFrame:
         frame.select(
             pl.col("symbol").cast(pl.String),
             # Floor division keeps a bar stamped later in its UTC day on that day.
-            (pl.col("timestamp").cast(pl.Int64) // _SECONDS_PER_DAY)
-            .cast(pl.Int32)
-            .cast(pl.Date)
-            .alias("date"),
+            ts_to_date_expr().alias("date"),
             *(pl.col(c).cast(pl.Float64) for c in ("open", "high", "low", "close", "volume")),
         )
         .collect()

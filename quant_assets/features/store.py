@@ -35,6 +35,7 @@ from quant_assets.features.indicators import (
     compute_indicators,
 )
 from quant_resources.errors import QuantError
+from quant_resources.layout import FEATURE_TABLE
 from quant_resources.schema import date_to_ts
 
 PARTITION_COLUMN = "month"
@@ -158,7 +159,7 @@ def _ensure_table(table_path: Path) -> None:
             _table_arrow_schema(),
             mode="ignore",
             partition_by=[PARTITION_COLUMN],
-            name="tv_technicals_1d",
+            name=FEATURE_TABLE,
             description="daily technical indicators per symbol (quant_assets.features)",
         )
     except DeltaError:

@@ -35,6 +35,7 @@ from quant_resources.schema import (
     SymbolInfo,
     date_to_ts,
     empty_ohlcv,
+    ts_to_date,
 )
 from quant_resources.sources.base import MarketDataSource
 from quant_resources.symbols import validate_name
@@ -274,7 +275,7 @@ class BinanceSource(MarketDataSource):
         page, url = self._get_json(KLINES_PATH, params, KLINES_WEIGHT, symbol, "first kline")
         parsed = _parse_klines(page, symbol, url)
         if parsed:
-            genesis = dt.date(1970, 1, 1) + dt.timedelta(days=parsed[0][0] // 86_400_000)
+            genesis = ts_to_date(parsed[0][0] // 1000)  # klines open in epoch milliseconds
         else:
             # Listed but no daily bar yet: history starts today, not at a made-up date.
             genesis = dt.datetime.fromtimestamp(self._clock.now(), dt.UTC).date()
