@@ -16,7 +16,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from quant_assets.cli_observability import (
+from quant_assets.mlops.cli import (
     add_commands,
     add_dvc_flag,
     record_with_dvc,

@@ -52,7 +52,7 @@ def build_resources(settings: Settings) -> dict[str, object]:
 
 
 def _tracking(settings: Settings) -> MlflowTracking:
-    from quant_assets.observability import tracking_tags
+    from quant_assets.mlops.tracking import tracking_tags
 
     uri = tracking_uri_for(settings)
     return MlflowTracking(
@@ -67,7 +67,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     from dagster_mlflow import end_mlflow_on_run_finished  # imports mlflow: only when building
 
     from quant_assets.alpha.assets import seal_finished_run
-    from quant_assets.observability import audit_step_and_end_tracking
+    from quant_assets.mlops.tracking import audit_step_and_end_tracking
 
     partitions_def = daily_partitions(settings)
     data_assets = build_data_assets(settings, partitions_def)

@@ -30,11 +30,16 @@ class DayResult:
 
 
 def _prepare_worker() -> None:
+    from threadpoolctl import threadpool_limits
+
     from quant_resources.progress import quiet_python_logging
     from quant_resources.runtime import prepare_process
 
     prepare_process()
     quiet_python_logging()
+    # One BLAS thread per worker: `jobs` workers already fill the cores, and two BLAS
+    # pools per core only trade places.
+    threadpool_limits(1)
 
 
 def _run_day(settings, day: dt.date, objective: str | None) -> DayResult:

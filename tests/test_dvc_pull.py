@@ -25,10 +25,11 @@ import pytest
 from filelock import FileLock
 from helpers import git, new_dvc_project
 
-from quant_assets import cli, versioning
+from quant_assets import cli
 from quant_assets.data.restore import RESTORE_ASSET, build_restore_asset
 from quant_assets.definitions import DATA_JOB, build_definitions
-from quant_assets.versioning import DVC_TOOL, pull_plan, read_lock_md5
+from quant_assets.mlops import dvc as dvc_module
+from quant_assets.mlops.dvc import DVC_TOOL, pull_plan, read_lock_md5
 from quant_resources.schema import date_to_ts
 from quant_resources.settings import PROJECT_ROOT, Settings
 
@@ -88,7 +89,7 @@ def dvc_calls(dvc, tmp_path, monkeypatch):
     shim = tmp_path / "dvc_shim"
     shim.write_text(f'#!/bin/sh\necho "$*" >> "{log}"\nexec "{dvc}" "$@"\n')
     shim.chmod(shim.stat().st_mode | stat.S_IXUSR)
-    monkeypatch.setattr(versioning, "DVC_TOOL", shim)
+    monkeypatch.setattr(dvc_module, "DVC_TOOL", shim)
     return lambda: log.read_text().splitlines() if log.exists() else []
 
 
@@ -192,7 +193,7 @@ def test_nothing_to_restore_costs_no_dvc_process(project, clone, tmp_path, dvc_c
 
 
 def test_without_dvc_the_restore_fails_the_run_before_anything_reads_the_lakehouse(clone, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(versioning, "DVC_TOOL", tmp_path / "no-dvc-here")
+    monkeypatch.setattr(dvc_module, "DVC_TOOL", tmp_path / "no-dvc-here")
     monkeypatch.setenv("PATH", "/usr/bin:/bin")  # and none on PATH
     day = RECORDED + dt.timedelta(days=1)
     assert quant("data", "--date", day.isoformat()) == 1

@@ -21,7 +21,7 @@ from filelock import FileLock
 from helpers import git, new_dvc_project, run_data_job
 
 from quant_assets import cli
-from quant_assets.versioning import DVC_TOOL, read_lock_md5
+from quant_assets.mlops.dvc import DVC_TOOL, read_lock_md5
 from quant_resources.settings import PROJECT_ROOT, Settings
 
 AS_OF = dt.date(2025, 6, 30)
@@ -167,7 +167,7 @@ def test_dvc_pull_restores_the_lakehouse_in_a_fresh_clone(project, tmp_path, mon
 
 
 def test_data_with_dvc_outside_a_dvc_project_says_what_to_do(tmp_path, dvc):
-    from quant_assets.versioning import DvcError, record_lakehouse
+    from quant_assets.mlops.dvc import DvcError, record_lakehouse
 
     with pytest.raises(DvcError, match="no DVC project"):
         record_lakehouse(tmp_path / "data", dvc=dvc)

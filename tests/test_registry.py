@@ -17,7 +17,13 @@ from mlflow import MlflowClient
 
 from quant_assets import cli
 from quant_assets.definitions import ALPHA_JOB, build_definitions
-from quant_assets.registry import CHALLENGER, CHAMPION, MODEL_NAME, choose_aliases, next_aliases
+from quant_assets.mlops.registry import (
+    CHALLENGER,
+    CHAMPION,
+    MODEL_NAME,
+    choose_aliases,
+    next_aliases,
+)
 from quant_resources.settings import Settings
 
 AS_OF = dt.date(2025, 6, 30)

@@ -22,7 +22,7 @@ from mlflow import MlflowClient
 
 from quant_assets.alpha.audit import read_audit
 from quant_assets.definitions import AUDIT_JOB, DATA_JOB, REPAIR_JOB, build_definitions
-from quant_assets.observability import run_audit_dir
+from quant_assets.mlops.tracking import run_audit_dir
 from quant_resources.lakehouse import Lakehouse
 from quant_resources.schema import ts_to_date
 from quant_resources.settings import Settings

@@ -20,8 +20,8 @@ import pytest
 from helpers import run_data_job
 
 from quant_assets.definitions import ALPHA_JOB, build_definitions
-from quant_assets.registry import policy_report
-from quant_assets.reproduce import reproduce
+from quant_assets.mlops.registry import policy_report
+from quant_assets.mlops.reproduce import reproduce
 from quant_resources.io_managers import SEAL_FILE
 from quant_resources.settings import Settings
 

@@ -24,7 +24,7 @@ from mlflow import MlflowClient
 
 from quant_assets.alpha.audit import read_audit
 from quant_assets.definitions import ALPHA_JOB, build_definitions
-from quant_assets.observability import lakehouse_nan_density
+from quant_assets.mlops.tracking import lakehouse_nan_density
 from quant_resources.settings import PROJECT_ROOT, Settings
 from quant_resources.tracking import TRACKING_TAG
 

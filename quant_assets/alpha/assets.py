@@ -36,9 +36,9 @@ from quant_assets.contracts import (
     validate,
     weights_schema,
 )
-from quant_assets.observability import mirror_audit, rank_policy, register_policy
+from quant_assets.mlops.dvc import recorded_lakehouse_md5
+from quant_assets.mlops.tracking import mirror_audit, rank_policy, register_policy
 from quant_assets.partitions import window_dates
-from quant_assets.versioning import recorded_lakehouse_md5
 from quant_resources.io_managers import Artifact, LakehouseView, check_run_folder_writable
 from quant_resources.schema import ts_to_date_expr
 from quant_resources.settings import PROJECT_ROOT, Settings

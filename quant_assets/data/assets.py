@@ -35,7 +35,7 @@ from quant_assets.data.skipped import (
     skipped_line,
     skipped_markdown,
 )
-from quant_assets.observability import log_data_cycle
+from quant_assets.mlops.tracking import log_data_cycle
 from quant_assets.partitions import window_dates
 from quant_resources import progress
 from quant_resources.io_managers import LakehouseView

@@ -11,7 +11,7 @@ the run before the lakehouse is read or written. It is unpartitioned (one step p
 whatever the range) and sits in the `maintenance` group: it acts on the lakehouse as a
 whole, like gap repair and the audit.
 
-Nothing to do costs no DVC process (`versioning.pull_plan` reads dvc.yaml, dvc.lock, the
+Nothing to do costs no DVC process (`mlops.dvc.pull_plan` reads dvc.yaml, dvc.lock, the
 DVC cache and the catalog): when the data folder is not the DVC project's own
 (QUANT_DATA_DIR points elsewhere, as in every test), when no version is recorded, and when
 the lakehouse is not behind the recorded version. DVC is called as a command from its own
@@ -20,7 +20,7 @@ environment (`make dvc-tool`), never imported.
 
 import dagster as dg
 
-from quant_assets.versioning import describe_remote, pull_lakehouse, pull_plan
+from quant_assets.mlops.dvc import describe_remote, pull_lakehouse, pull_plan
 from quant_resources.settings import Settings
 
 RESTORE_ASSET = "lakehouse_restore"

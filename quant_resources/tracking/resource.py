@@ -25,12 +25,13 @@ from __future__ import annotations
 import gc
 import multiprocessing
 import os
+import pickle
 import queue
 import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -144,13 +145,20 @@ class MlflowTracking(dg.ConfigurableResource):
                 {"folder": str(folder), "names": list(names), "artifact_path": artifact_path, "growing": list(growing)},
             )
 
-    def submit(self, function: str, **kwargs: Any) -> None:
-        """Run `function` ("module:name") in the worker as `function(tracked_run, **kwargs)`.
+    def submit(self, function: Callable[..., Any], **kwargs: Any) -> None:
+        """Run `function` in the worker as `function(tracked_run, **kwargs)`.
 
-        For work that needs the MLflow run, such as registering a model; kwargs must be
-        picklable. A failure is reported like any tracking failure.
+        For work that needs the MLflow run, such as registering a model. The caller hands
+        the function itself over (this package never names a function of `quant_assets`);
+        it travels to the worker process by pickle, so it must be a module-level function
+        and kwargs picklable. A failure is reported like any tracking failure.
         """
         if self._session is not None:
+            try:
+                pickle.dumps(function)
+            except Exception as exc:  # noqa: BLE001 - e.g. a lambda or a nested function
+                self._session.fail(f"call not queued: {function!r} cannot reach the worker: {exc!r}")
+                return
             self._session.send(worker_module.CALL, {"function": function, "kwargs": kwargs})
 
     def end_run(self, status: str | None = None) -> None:

@@ -20,7 +20,6 @@ template kept per MLflow version in the user cache (`~/.cache/quant-lakehouse/`)
 from __future__ import annotations
 
 import contextlib
-import importlib
 import logging
 import os
 import queue
@@ -201,9 +200,7 @@ class _Session(threading.Thread):
                 del self.pending_artifacts[key]
 
     def _call(self, payload: dict[str, Any]) -> None:
-        module, _, attribute = payload["function"].partition(":")
-        function = getattr(importlib.import_module(module), attribute)
-        function(self.tracked, **payload.get("kwargs", {}))
+        payload["function"](self.tracked, **payload.get("kwargs", {}))
 
     def _end(self, payload: dict[str, Any]) -> None:
         try:

@@ -219,7 +219,7 @@ def _restore(
 
 
 def _restore_with_dvc(settings: Settings, md5: str, workspace: Path, dvc: str | None) -> Path:
-    from quant_assets.versioning import DvcProject, restore_version
+    from quant_assets.mlops.dvc import DvcProject, restore_version
 
     project = DvcProject.containing(settings.data_dir, dvc)
     return restore_version(md5, workspace, project)

@@ -2,7 +2,7 @@
 
 - Alpha cycle: every `audit.jsonl` line is mirrored as metrics and params
   (`quant_resources.tracking.ledger`), the run folder's files are uploaded when the run
-  ends, and the selection policy is registered (`quant_assets.registry`).
+  ends, and the selection policy is registered (`quant_assets.mlops.registry`).
 - Data cycle: ingestion counts, rows dropped, gaps, the lakehouse's NaN density and the
   data-quality score distribution, at the end of `ohlcv`.
 - Data, repair and audit runs (`audit_step_and_end_tracking`, the hook of their jobs):
@@ -29,6 +29,7 @@ from dagster._core.definitions.decorators.hook_decorator import event_list_hook
 
 from quant_assets.alpha.audit import append_audit
 from quant_assets.data.calendar import sessions_between
+from quant_assets.mlops import registry
 from quant_resources.settings import PROJECT_ROOT
 from quant_resources.tracking import MlflowTracking, numeric_entries, tracker_of
 from quant_resources.tracking.resource import partition_of
@@ -82,14 +83,12 @@ def mirror_audit(context: Any, line: dict[str, Any], run_dir: Path) -> None:
 
 def register_policy(context: Any, parameters: dict[str, Any], as_of: str) -> None:
     """Log the run's selection+optimisation policy as a model version (in the worker)."""
-    tracker_of(context).submit(
-        "quant_assets.registry:log_policy", parameters=parameters, as_of=as_of
-    )
+    tracker_of(context).submit(registry.log_policy, parameters=parameters, as_of=as_of)
 
 
 def rank_policy(context: Any, metrics: dict[str, Any]) -> None:
     """Record the backtest's out-of-sample metrics on the version and move the aliases."""
-    tracker_of(context).submit("quant_assets.registry:rank_policy", metrics=metrics)
+    tracker_of(context).submit(registry.rank_policy, metrics=metrics)
 
 
 # -- data cycle ------------------------------------------------------------------------

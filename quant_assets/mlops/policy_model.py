@@ -9,7 +9,7 @@ import mlflow
 import pandas as pd
 import polars as pl
 
-from quant_assets.registry import policy_weights
+from quant_assets.mlops.registry import policy_weights
 
 
 class SelectionPolicy(mlflow.pyfunc.PythonModel):

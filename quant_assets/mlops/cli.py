@@ -57,7 +57,7 @@ def add_dvc_flag(parser: argparse.ArgumentParser) -> None:
 
 
 def record_with_dvc(settings) -> None:
-    from quant_assets.versioning import describe_remote, record_lakehouse
+    from quant_assets.mlops.dvc import describe_remote, record_lakehouse
 
     recorded = record_lakehouse(settings.data_dir)
     pushed = f"pushed to {describe_remote(recorded.remote)}" if recorded.remote else describe_remote(None)
@@ -73,7 +73,7 @@ def restore_before_catch_up(settings, verbose: bool, progress) -> None:
     from quant_assets import runner
     from quant_assets.data.restore import RESTORE_ASSET
     from quant_assets.definitions import DATA_JOB
-    from quant_assets.versioning import pull_plan
+    from quant_assets.mlops.dvc import pull_plan
 
     if not pull_plan(settings.data_dir).needed:
         return
@@ -94,7 +94,7 @@ def restore_line(metadata: dict | None) -> str | None:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    from quant_assets.reproduce import reproduce
+    from quant_assets.mlops.reproduce import reproduce
     from quant_resources.settings import get_settings
 
     result = reproduce(get_settings(), args.run_id, keep=args.keep)
@@ -115,7 +115,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
 
 def cmd_champion(args: argparse.Namespace) -> int:
-    from quant_assets.registry import parameter_differences, policy_report
+    from quant_assets.mlops.registry import parameter_differences, policy_report
     from quant_resources.settings import get_settings
     from quant_resources.tracking.resource import redact, tracking_uri_for
     from quant_resources.tracking.worker import sqlite_store_path
@@ -169,7 +169,7 @@ def _metrics_line(metrics: dict) -> str:
 
 
 def cmd_pull(args: argparse.Namespace) -> int:
-    from quant_assets.versioning import pull_lakehouse, pull_status
+    from quant_assets.mlops.dvc import pull_lakehouse, pull_status
     from quant_resources.layout import StorageLayout
     from quant_resources.settings import get_settings
 
