@@ -96,6 +96,25 @@ def _ingest_window(data_dir: str, start: str, end: str, keys: list[str]) -> None
            lakehouse=Lakehouse(data_dir=data_dir), settings=settings, chunk_size=1)
 
 
+def test_a_range_run_ingests_every_candidate_of_every_day(tmp_path):
+    """Point in time: a symbol that was a candidate on any day of a backfilled range has its
+    file, though a later listing ranked it out of the last day's list (the alpha cycle of
+    those days snapshots it)."""
+    import json
+
+    settings = Settings(data_dir=tmp_path / "data", history_start=dt.date(2024, 1, 1), synthetic_symbols=300)
+    result = run_data_job(settings, dt.date(2024, 1, 1), dt.date(2024, 12, 31))
+    assert result.success
+    wanted, last = set(), set()
+    for day in (dt.date(2024, 1, 1) + dt.timedelta(days=i) for i in range(366)):
+        document = json.loads((settings.data_dir / "export" / day.isoformat() / "candidates.json").read_text())
+        last = {f"{c['exchange']}_{c['symbol']}" for c in document["candidates"]}
+        wanted |= last
+    assert wanted - last  # some were ranked out before the last day
+    files = {p.name.removesuffix("_1d.parquet") for p in Lakehouse(data_dir=str(settings.data_dir)).ohlcv_files()}
+    assert wanted <= files, sorted(wanted - files)
+
+
 def test_two_processes_ingesting_overlapping_windows_keep_the_union(tmp_path):
     data_dir = str(tmp_path / "data")
     source = SyntheticSource(n_symbols=40)

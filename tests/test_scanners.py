@@ -8,7 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from quant_assets.data.scanners import UniverseConfig, load_universe, scan_days_json, scan_many
+from quant_assets.data.scanners import (
+    UniverseConfig,
+    load_universe,
+    scan_days,
+    scan_days_json,
+    scan_many,
+    window_candidate_keys,
+)
 from quant_resources.atomic import atomic_write_json
 from quant_resources.schema import SymbolInfo
 from quant_resources.sources.synthetic import SyntheticSource
@@ -77,3 +84,17 @@ def test_scan_many_keeps_its_rules():
     assert [a["rank"] for a in by_key["X_BTC"]["admitted_by"] if a["scanner"] == "liquid"] == [1]
     assert by_key["N_AAA"]["history_days"] == (day - dt.date(2023, 12, 1)).days + 1
     assert sum(1 for c in document["candidates"] for a in c["admitted_by"] if a["scanner"] == "liquid") == 3
+
+
+def test_the_candidates_of_a_window_are_every_candidate_of_every_day():
+    """What a range run ingests: the union of the window's daily lists, which outgrows the
+    last day's when a later listing ranks a symbol out of a top N (3 symbols in 2024 here)."""
+    listed = SyntheticSource(n_symbols=300).list_symbols()
+    config = load_universe(None, "default")
+    days = [dt.date(2024, 1, 1) + dt.timedelta(days=i) for i in range(366)]
+    union, last = set(), set()
+    for _, document in scan_days(config, listed, days):
+        last = {f"{c['exchange']}_{c['symbol']}" for c in document["candidates"]}
+        union |= last
+    assert window_candidate_keys(config, listed, days) == union
+    assert len(union - last) == 3  # ranked out before the last day: the case this guards

@@ -26,7 +26,13 @@ from quant_assets.data.ingest import IngestReport, ingest
 from quant_assets.data.lakehouse_reads import scan_bars
 from quant_assets.data.quality_report import quality_markdown, quality_view
 from quant_assets.data.restore import RESTORE_ASSET
-from quant_assets.data.scanners import UniverseConfig, load_universe, scan_days_json, scan_many
+from quant_assets.data.scanners import (
+    UniverseConfig,
+    load_universe,
+    scan_days_json,
+    scan_many,
+    window_candidate_keys,
+)
 from quant_assets.data.skipped import (
     LISTING,
     listing_errors,
@@ -92,11 +98,16 @@ def _info_from_entry(entry: dict[str, Any]) -> SymbolInfo:
 
 
 def symbols_to_ingest(
-    candidates: dict[str, Any], catalog: dict[str, Any], listed: list[SymbolInfo]
+    candidates: dict[str, Any],
+    catalog: dict[str, Any],
+    listed: list[SymbolInfo],
+    window_candidates: set[str] | frozenset[str] = frozenset(),
 ) -> list[SymbolInfo]:
-    """The day's candidates plus every symbol already in the lakehouse, once each."""
+    """The last day's candidates, every other candidate of the window
+    (`window_candidates`, keys of listed symbols) and every symbol already in the
+    lakehouse, once each."""
     by_key = {info.key: info for info in listed}
-    wanted: dict[str, SymbolInfo] = {}
+    wanted: dict[str, SymbolInfo] = {key: by_key[key] for key in window_candidates if key in by_key}
     for record in candidates["candidates"]:
         key = f"{record['exchange']}_{record['symbol']}"
         wanted[key] = by_key.get(key) or SymbolInfo(
@@ -205,7 +216,17 @@ def build_data_assets(settings: Settings, partitions_def: dg.PartitionsDefinitio
         catalog = lakehouse.read_catalog()
         listed = source.list_symbols()
         skipped = source.skipped_files()  # what it could not list, and why: reported below, never dropped
-        symbols = symbols_to_ingest(candidates_doc, catalog, listed)
+        # A range: every candidate of the window, not only the last day's (point in time).
+        window = (
+            window_candidate_keys(
+                load_universe(settings.config_dir, settings.universe),
+                listed,
+                [start + dt.timedelta(days=i) for i in range((end - start).days + 1)],
+            )
+            if start < end
+            else frozenset()
+        )
+        symbols = symbols_to_ingest(candidates_doc, catalog, listed, window)
         context.log.info(f"ohlcv {start}..{end}: {len(symbols)} symbols to bring up to date")
         report = ingest(
             symbols,

@@ -209,6 +209,28 @@ def _admission_dates(prepared: list[tuple[ScannerConfig, list[SymbolInfo]]]) -> 
     )
 
 
+def window_candidate_keys(
+    config: UniverseConfig, symbols: list[SymbolInfo], dates: list[dt.date]
+) -> set[str]:
+    """Every symbol that is a candidate on at least one of `dates`.
+
+    A range run must ingest these, not only the last day's: a symbol ranked out of a
+    top-N list later in the range was still a candidate on its earlier days, and the alpha
+    cycle of those days snapshots it. Admissions change on a few dates only, so the
+    scanners run once per change, not once per day.
+    """
+    prepared = _prepare(config, symbols)
+    admission_dates = _admission_dates(prepared)
+    keys: set[str] = set()
+    state = -1
+    for as_of in dates:
+        passed = bisect.bisect_right(admission_dates, as_of)
+        if passed != state:
+            keys |= set(_admitted(prepared, as_of))
+            state = passed
+    return keys
+
+
 def scan_days_json(
     config: UniverseConfig, symbols: list[SymbolInfo], dates: list[dt.date]
 ) -> Iterator[tuple[dt.date, str, int]]:
