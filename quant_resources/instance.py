@@ -84,13 +84,8 @@ class InstanceError(QuantError):
 @dataclass(frozen=True)
 class Instance:
     home: Path
-    url: str  # the SQLAlchemy URL, password masked for display by `display_url`
+    url: str  # the SQLAlchemy URL (mask_password before showing it)
     embedded: bool
-    migrated_from_sqlite: bool = False
-
-    @property
-    def display_url(self) -> str:
-        return mask_password(self.url)
 
 
 def mask_password(url: str) -> str:
@@ -138,11 +133,11 @@ def ensure_instance(home: Path | None = None) -> Instance:
         os.environ[PG_URL_ENV] = url  # dagster.yaml reads it from the environment
         check_reachable(url)
         text = _yaml("an external PostgreSQL server (QUANT_DAGSTER_PG_URL)", _STORAGE_EXTERNAL)
-        instance = Instance(home, url, embedded=False, migrated_from_sqlite=migrated)
+        instance = Instance(home, url, embedded=False)
     else:
         url = EmbeddedPostgres(home).url()
         text = _yaml(f"the embedded PostgreSQL server in {home / 'postgres'}", _STORAGE_EMBEDDED.format(url=url))
-        instance = Instance(home, url, embedded=True, migrated_from_sqlite=migrated)
+        instance = Instance(home, url, embedded=True)
     if existing != text:
         _write_atomic(config, text)
     if migrated:

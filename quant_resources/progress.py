@@ -37,7 +37,7 @@ _DONE_FIGURES = {
     "candidates": ("days_written", "days"),
     "ohlcv": ("symbols", "symbols"),
     "tv_technicals_1d": ("rows_written", "rows"),
-    "gap_repair": ("symbols_with_gaps", "symbols"),
+    "gap_repair": ("gaps_healed", "gaps healed"),
     "data_audit": ("files", "files"),
 }
 

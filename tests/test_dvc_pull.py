@@ -22,14 +22,13 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 import pytest
-from filelock import FileLock
 from helpers import git, new_dvc_project
 
 from quant_assets import cli
 from quant_assets.data.restore import RESTORE_ASSET, build_restore_asset
 from quant_assets.definitions import DATA_JOB, build_definitions
 from quant_assets.mlops import dvc as dvc_module
-from quant_assets.mlops.dvc import DVC_TOOL, pull_plan, read_lock_md5
+from quant_assets.mlops.dvc import pull_plan, read_lock_md5
 from quant_resources.schema import date_to_ts
 from quant_resources.settings import PROJECT_ROOT, Settings
 
@@ -38,16 +37,6 @@ pytestmark = pytest.mark.slow
 HISTORY = dt.date(2025, 1, 1)
 RECORDED = dt.date(2025, 6, 30)  # the last partition of the recorded version
 PROJECT_FILES = ("dvc.yaml", ".dvcignore", ".gitignore", ".dvc/config", ".dvc/.gitignore", "Makefile", "pyproject.toml")
-
-
-@pytest.fixture(scope="module")
-def dvc() -> str:
-    """DVC from its tool environment, built from the project's Makefile when missing."""
-    DVC_TOOL.parent.parent.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(DVC_TOOL.parent.parent.parent / ".dvc-tool.lock")):
-        if not DVC_TOOL.exists():
-            subprocess.run(["make", "-C", str(PROJECT_ROOT), "dvc-tool"], check=True, timeout=1200)
-    return str(DVC_TOOL)
 
 
 

@@ -17,26 +17,15 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from filelock import FileLock
 from helpers import git, new_dvc_project, run_data_job
 
 from quant_assets import cli
-from quant_assets.mlops.dvc import DVC_TOOL, read_lock_md5
-from quant_resources.settings import PROJECT_ROOT, Settings
+from quant_assets.mlops.dvc import read_lock_md5
+from quant_resources.settings import Settings
 
 AS_OF = dt.date(2025, 6, 30)
 LATER = AS_OF + dt.timedelta(days=1)
 PROJECT_FILES = ("dvc.yaml", ".dvcignore", ".gitignore", ".dvc/config", ".dvc/.gitignore")
-
-
-@pytest.fixture(scope="module")
-def dvc() -> str:
-    """DVC from its tool environment, built from the project's Makefile when missing."""
-    DVC_TOOL.parent.parent.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(DVC_TOOL.parent.parent.parent / ".dvc-tool.lock")):
-        if not DVC_TOOL.exists():
-            subprocess.run(["make", "-C", str(PROJECT_ROOT), "dvc-tool"], check=True, timeout=1200)
-    return str(DVC_TOOL)
 
 
 

@@ -21,7 +21,6 @@ import pytest
 from mlflow import MlflowClient
 from ui_helpers import (
     VIEWPORT,
-    chromium,
     clean_env,
     free_port,
     http_get,
@@ -104,12 +103,6 @@ def mlflow_ui(tmp_path_factory):
         yield MlflowUi(url, process, experiment.experiment_id, runs)
     finally:
         stop(process)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with chromium() as launched:
-        yield launched
 
 
 @pytest.fixture

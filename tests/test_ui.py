@@ -22,7 +22,6 @@ from pathlib import Path
 import pytest
 from ui_helpers import (
     VIEWPORT,
-    chromium,
     clean_env,
     free_port,
     image_loaded,
@@ -234,12 +233,6 @@ def test_only_the_last_partition_of_a_backfill_carries_the_quality_plot(ui_serve
 
 
 # ----------------------------------------------------------------------- the browser
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with chromium() as launched:
-        yield launched
 
 
 @pytest.fixture
