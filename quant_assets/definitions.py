@@ -1,5 +1,5 @@
-"""The code location: every asset, check, job, schedule and sensor, and the one place
-that chooses resources from the settings.
+"""The code location: the asset graph of `quant_assets.defs` (loaded whole by Dagster's
+loader), bound to the settings, with the resources chosen in one place.
 
 `dagster dev -w workspace.yaml` loads `defs` lazily (the `@dg.definitions` function), so
 nothing reads the environment at import time.
@@ -7,16 +7,11 @@ nothing reads the environment at import time.
 
 from __future__ import annotations
 
+from typing import Any
+
 import dagster as dg
 
-from quant_assets.alpha.assets import build_alpha_assets
-from quant_assets.automation import build_alpha_sensor, build_schedules, data_gate
-from quant_assets.data.assets import build_data_assets
-from quant_assets.data.maintenance_assets import build_maintenance_assets
-from quant_assets.data.restore import RESTORE_ASSET, build_restore_asset
-from quant_assets.features.assets import build_feature_assets
 from quant_assets.partitions import daily_partitions
-from quant_resources.instance import LANE_TAG
 from quant_resources.io_managers import ReadOnlyLakehouseIOManager, RunArtifactIOManager
 from quant_resources.lakehouse import Lakehouse
 from quant_resources.progress import LOGGERS
@@ -26,21 +21,27 @@ from quant_resources.sources import source_from_settings
 from quant_resources.tracking import MlflowTracking
 from quant_resources.tracking.resource import artifact_location_for, tracking_uri_for
 
+# Re-exported for the entry points (the CLI, the runner, tests): nothing else imports defs.
 DATA_JOB = "data_cycle"
 ALPHA_JOB = "alpha_cycle"
 REPAIR_JOB = "gap_repair_job"
 AUDIT_JOB = "data_audit_job"
-# The instance's run queue lets one run that writes the lakehouse run at a time, and a
-# few alpha days at once (quant_resources/instance.py).
-WRITES_LAKEHOUSE = {LANE_TAG: "lakehouse"}
-# The jobs that open an MLflow run (their `cycle` tag); each carries dagster-mlflow's end hook
-# (the data and maintenance jobs through `audit_step_and_end_tracking`, which also writes
-# their audit.jsonl).
-TRACKED_JOBS = {DATA_JOB: "data", ALPHA_JOB: "alpha", REPAIR_JOB: "repair", AUDIT_JOB: "audit"}
+RESTORE_ASSET = "lakehouse_restore"
+
+# Shared attributes, applied once over the specs rather than on every decorator.
+OWNERS_BY_GROUP = {
+    "data": ["team:data-platform"],
+    "maintenance": ["team:data-platform"],
+    "alpha": ["team:quant-research"],
+}
+CODE_VERSION = "1"
 
 
 def build_resources(settings: Settings) -> dict[str, object]:
     return {
+        # The settings assets read (thresholds, universe, folders), as a resource: the
+        # assets are module-level, so nothing closes over them.
+        "settings": dg.ResourceDefinition.hardcoded_resource(settings, "the quant-lakehouse Settings"),
         "source": source_from_settings(settings),
         "lakehouse": Lakehouse(data_dir=str(settings.data_dir)),
         # The alpha side: read-only lakehouse inputs, outputs into data/runs/{run_id}/.
@@ -52,6 +53,7 @@ def build_resources(settings: Settings) -> dict[str, object]:
 
 
 def _tracking(settings: Settings) -> MlflowTracking:
+    from quant_assets.defs.automation.jobs import TRACKED_JOBS
     from quant_assets.mlops.tracking import tracking_tags
 
     uri = tracking_uri_for(settings)
@@ -63,54 +65,41 @@ def _tracking(settings: Settings) -> MlflowTracking:
     )
 
 
+def bind(assets: list[Any], settings: Settings) -> list[Any]:
+    """The one factory: the partitions' start date is the settings' history start (a
+    partition before it would have no data), descriptions name the thresholds in force,
+    and owners and code version are set by group."""
+    partitions = daily_partitions(settings)
+    fields = {
+        "{universe}": settings.universe,
+        "{toxic_pct}": f"{settings.toxic_threshold * 100:g}",
+        "{gap_days}": str(settings.gap_threshold_days),
+    }
+
+    def apply(spec: dg.AssetSpec) -> dg.AssetSpec:
+        description = spec.description or ""
+        for placeholder, value in fields.items():
+            description = description.replace(placeholder, value)
+        return spec.replace_attributes(
+            partitions_def=partitions if spec.partitions_def is not None else None,
+            description=description,
+            owners=spec.owners or OWNERS_BY_GROUP.get(spec.group_name or "", []),
+            code_version=spec.code_version or CODE_VERSION,
+        )
+
+    return dg.map_asset_specs(apply, assets)
+
+
 def build_definitions(settings: Settings) -> dg.Definitions:
-    from dagster_mlflow import end_mlflow_on_run_finished  # imports mlflow: only when building
+    import quant_assets.defs
 
-    from quant_assets.alpha.assets import seal_finished_run
-    from quant_assets.mlops.tracking import audit_step_and_end_tracking
-
-    partitions_def = daily_partitions(settings)
-    data_assets = build_data_assets(settings, partitions_def)
-    ohlcv = next(a for a in data_assets if isinstance(a, dg.AssetsDefinition) and a.key == dg.AssetKey("ohlcv"))
-    data_assets = data_assets + build_feature_assets(settings, partitions_def, ohlcv)
-    maintenance = build_maintenance_assets(settings) + [build_restore_asset(settings)]
-    alpha_assets = build_alpha_assets(settings, partitions_def)
-    data_job = dg.define_asset_job(
-        DATA_JOB,
-        # lakehouse_restore first: the lakehouse version dvc.lock records, before anything reads it.
-        selection=dg.AssetSelection.groups("data") | dg.AssetSelection.assets(RESTORE_ASSET),
-        description="The data cycle for a day or a range: candidates, ohlcv, features, with their checks.",
-        tags=WRITES_LAKEHOUSE,
-        hooks={audit_step_and_end_tracking},
-    )
-    alpha_job = dg.define_asset_job(
-        ALPHA_JOB,
-        selection=dg.AssetSelection.groups("alpha"),
-        description="The alpha cycle for a day: snapshot, returns, selection, weights, backtest.",
-        tags={LANE_TAG: "alpha"},
-        hooks={end_mlflow_on_run_finished, seal_finished_run},
-    )
-    repair_job = dg.define_asset_job(
-        REPAIR_JOB,
-        selection=["gap_repair"],
-        description="Targeted re-fetch of gaps.",
-        hooks={audit_step_and_end_tracking},
-        tags=WRITES_LAKEHOUSE,
-    )
-    audit_job = dg.define_asset_job(
-        AUDIT_JOB,
-        selection=["data_audit"],
-        description="Re-validate the whole lakehouse.",
-        hooks={audit_step_and_end_tracking},
-        tags=WRITES_LAKEHOUSE,  # it quarantines unreadable files
-    )
-    jobs = [data_job, alpha_job, repair_job, audit_job]
+    loaded = dg.load_defs(defs_root=quant_assets.defs)
     return dg.Definitions(
-        assets=[a for a in data_assets + maintenance + alpha_assets if not isinstance(a, dg.AssetChecksDefinition)],
-        asset_checks=[a for a in data_assets if isinstance(a, dg.AssetChecksDefinition)],
-        jobs=jobs,
-        schedules=build_schedules(data_job, repair_job, audit_job),
-        sensors=[build_alpha_sensor(alpha_job, partitions_def, data_gate(data_assets))],
+        assets=bind(list(loaded.assets or []), settings),
+        asset_checks=list(loaded.asset_checks or []),
+        jobs=list(loaded.jobs or []),
+        schedules=list(loaded.schedules or []),
+        sensors=list(loaded.sensors or []),
         resources=build_resources(settings),
         # The CLI asks for its progress and log-file loggers in the run config; a run
         # launched from the UI configures none and gets Dagster's console logger.
@@ -120,6 +109,13 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         # sequential pipelines anyway.
         executor=dg.in_process_executor,
     )
+
+
+def validate_alpha_run_config(run_config: dict[str, Any]) -> None:
+    """The alpha run config checked before a run starts (`defs/alpha/config.py`)."""
+    from quant_assets.defs.alpha.config import validate_alpha_run_config as validate
+
+    validate(run_config)
 
 
 @dg.definitions

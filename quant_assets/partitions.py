@@ -13,6 +13,12 @@ def daily_partitions(settings: Settings) -> dg.DailyPartitionsDefinition:
     return dg.DailyPartitionsDefinition(start_date=settings.history_start.isoformat(), timezone="UTC")
 
 
+# What the module-level assets are declared with: the default history start. The code
+# location replaces it with the settings' own start (`quant_assets.definitions.bind`), the
+# one definition that depends on a setting.
+DAILY = daily_partitions(Settings())
+
+
 def window_dates(context: dg.OpExecutionContext | dg.AssetExecutionContext | dg.AssetCheckExecutionContext) -> tuple[dt.date, dt.date]:
     """First and last day (inclusive) of the run's partition or partition range."""
     window = context.partition_time_window

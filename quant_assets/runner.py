@@ -244,7 +244,7 @@ def alpha_run_config(
 def run_alpha(
     settings: Settings, day: dt.date, objective: str | None = None, overrides: dict | None = None, **kwargs: Any
 ) -> RunSummary:
-    from quant_assets.alpha.assets import validate_alpha_run_config
+    from quant_assets.definitions import validate_alpha_run_config
 
     check_day(day, settings)
     run_config = alpha_run_config(objective, overrides)

@@ -23,7 +23,7 @@ import pytest
 from helpers import run_data_job
 
 from quant_assets.alpha.audit import read_audit
-from quant_assets.automation import data_gate, data_readiness
+from quant_assets.defs.automation.sensors import data_gate, data_readiness
 from quant_assets.contracts import check_result_from_cases, validate, weights_schema
 from quant_assets.definitions import ALPHA_JOB, build_definitions
 from quant_assets.mlops.tracking import run_audit_dir
@@ -115,7 +115,7 @@ def test_a_bad_bar_in_the_lakehouse_fails_its_l0_check_and_blocks_features_and_a
     assert key in listed and AS_OF.isoformat() in listed and named in listed, listed
     assert "tv_technicals_1d" not in started_steps(result) | materialised(result)
     defs = build_definitions(lake)
-    gate = data_gate([*defs.assets, *defs.asset_checks])
+    gate = data_gate(defs.resolve_asset_graph())
     state, why = data_readiness(instance, AS_OF.isoformat(), gate)  # the alpha sensor's answer
     assert state == "blocked" and f"ohlcv:{check}" in why and result.run_id in why
     (line,) = [x for x in read_audit(run_audit_dir(lake.data_dir, result.run_id)) if x.get("contract") == check]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dagster as dg
 import pytest
 
-from quant_assets.automation import data_gate
+from quant_assets.defs.automation.sensors import data_gate
 from quant_assets.definitions import build_definitions
 from quant_resources.settings import Settings
 
@@ -99,14 +99,7 @@ def test_every_check_has_a_description(graph):
 def test_the_sensor_gates_on_the_data_assets_and_their_blocking_checks(settings):
     """Derived from the graph: every data asset, and exactly the blocking checks on them
     (hand-checked against the contracts: L0 schema, toxic, L2 features)."""
-    from quant_assets.data.assets import build_data_assets
-    from quant_assets.features.assets import build_feature_assets
-    from quant_assets.partitions import daily_partitions
-
-    partitions_def = daily_partitions(settings)
-    data = build_data_assets(settings, partitions_def)
-    ohlcv = next(a for a in data if isinstance(a, dg.AssetsDefinition) and a.key == dg.AssetKey("ohlcv"))
-    gate = data_gate(data + build_feature_assets(settings, partitions_def, ohlcv))
+    gate = data_gate(build_definitions(settings).resolve_asset_graph())
     assert [k.to_user_string() for k in gate.assets] == ["candidates", "ohlcv", "tv_technicals_1d"]
     assert {(k.asset_key.to_user_string(), k.name) for k in gate.blocking_checks} == {
         ("ohlcv", "ohlcv_schema"),

@@ -25,8 +25,8 @@ import pytest
 from helpers import git, new_dvc_project
 
 from quant_assets import cli
-from quant_assets.data.restore import RESTORE_ASSET, build_restore_asset
-from quant_assets.definitions import DATA_JOB, build_definitions
+from quant_assets.defs.maintenance.restore import lakehouse_restore
+from quant_assets.definitions import DATA_JOB, RESTORE_ASSET, build_definitions
 from quant_assets.mlops import dvc as dvc_module
 from quant_assets.mlops.dvc import pull_plan, read_lock_md5
 from quant_resources.schema import date_to_ts
@@ -173,7 +173,7 @@ def test_nothing_to_restore_costs_no_dvc_process(project, clone, tmp_path, dvc_c
     current = pull_plan(project["repo"] / "data")
     assert not current.needed and current.md5 == project["md5"] and "is not behind" in current.why
     settings = Settings(data_dir=project["repo"] / "data", history_start=HISTORY)
-    result = dg.materialize([build_restore_asset(settings)], instance=dg.DagsterInstance.ephemeral())
+    result = dg.materialize([lakehouse_restore], resources={"settings": settings}, instance=dg.DagsterInstance.ephemeral())
     (event,) = result.get_asset_materialization_events()
     materialization = event.step_materialization_data.materialization
     assert materialization.metadata["restored"].value is False

@@ -5,7 +5,8 @@ those inside functions):
   MLflow or Delta Lake, and of our resources only the pure helpers (names, schema,
   errors): it can be tested and reused without an orchestrator or a lakehouse;
 - `quant_resources` never imports `quant_assets`: resources sit below the graph;
-- only the entry points (the CLI, the runner) and Dagster's loader reach the definitions.
+- only the entry points (the CLI, the runner) and Dagster's loader reach the definitions;
+- nothing but the definitions imports the graph (`quant_assets/defs/`).
 """
 
 from __future__ import annotations
@@ -94,3 +95,37 @@ def test_only_the_entry_points_reach_the_definitions():
         if relative in ENTRY_POINTS:
             continue
         assert "quant_assets.definitions" not in imported(path), f"{relative} imports the definitions"
+
+
+def test_nothing_but_the_definitions_imports_the_graph():
+    """`quant_assets/defs/` is loaded whole by the definitions; the core, the MLOps home and
+    the entry points reach it only through `quant_assets.definitions`."""
+    for path in sorted((ROOT / "quant_assets").rglob("*.py")):
+        relative = path.relative_to(ROOT).as_posix()
+        if relative == "quant_assets/definitions.py" or relative.startswith("quant_assets/defs/"):
+            continue
+        for name in imported(path):
+            assert not name.startswith("quant_assets.defs"), f"{relative} imports {name}"
+
+
+def test_the_graph_is_module_level_assets_loaded_by_dagster():
+    """Every asset is importable by name from its domain's module, and the code location
+    holds exactly what Dagster's loader finds under defs/ (nothing built in a closure)."""
+    import datetime as dt
+
+    import dagster as dg
+
+    import quant_assets.defs
+    from quant_assets.definitions import build_definitions
+    from quant_assets.defs.alpha.backtest import backtest
+    from quant_assets.defs.data.ohlcv import ohlcv
+    from quant_assets.defs.features.tv_technicals import tv_technicals_1d
+    from quant_resources.settings import Settings
+
+    for asset in (backtest, ohlcv, tv_technicals_1d):
+        assert isinstance(asset, dg.AssetsDefinition)
+    loaded = dg.load_defs(defs_root=quant_assets.defs)
+    location = build_definitions(Settings(history_start=dt.date(2024, 1, 1))).resolve_asset_graph()
+    assert {k for a in loaded.assets for k in a.keys} == location.get_all_asset_keys()
+    # One style of check: declared on the asset, so the loader finds no separate check.
+    assert not list(loaded.asset_checks or [])

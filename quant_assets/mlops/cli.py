@@ -71,8 +71,7 @@ def restore_before_catch_up(settings, verbose: bool, progress) -> None:
     version ends instead of re-ingesting the history. Nothing (and no DVC process) when no
     pull is due: every data run starts with the same step anyway."""
     from quant_assets import runner
-    from quant_assets.data.restore import RESTORE_ASSET
-    from quant_assets.definitions import DATA_JOB
+    from quant_assets.definitions import DATA_JOB, RESTORE_ASSET
     from quant_assets.mlops.dvc import pull_plan
 
     if not pull_plan(settings.data_dir).needed:

@@ -132,14 +132,22 @@ def reproduce(
 
 def recorded_run_config(run_dir: Path, manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Per-asset config of the recorded run: what `runner.run_alpha(overrides=...)` takes."""
-    from quant_assets.alpha.assets import SelectionConfig
+    import dataclasses
 
+    from quant_assets.alpha.selection import SelectionParams
+
+    # selected_winners' config: SelectionParams less what the run derives or fixes.
+    fields = {f.name for f in dataclasses.fields(SelectionParams)} - {
+        "periods_per_year",
+        "relax_quality_step",
+        "relax_history_factor",
+    }
     selection = _read_json(run_dir / "selection.json", run_dir.name)["parameters"]
     optimization = _read_json(run_dir / "optimization.json", run_dir.name)["optimization"]
     backtest = _read_json(run_dir / "backtest.json", run_dir.name)["config"]
     return {
         "run_snapshot": dict(manifest["parameters"]["snapshot"]),
-        "selected_winners": {k: v for k, v in selection.items() if k in SelectionConfig.model_fields},
+        "selected_winners": {k: v for k, v in selection.items() if k in fields},
         "portfolio_weights": dict(optimization),
         "backtest": dict(backtest),
     }

@@ -1,0 +1,98 @@
+"""The alpha cycle's run config: one class per asset that takes config, and the check of a
+whole run config before a run starts."""
+
+from typing import Any, Literal
+
+import dagster as dg
+import pydantic
+
+from quant_assets.alpha.selection import SelectionParams
+
+OBJECTIVE = Literal["min_variance", "max_sharpe", "risk_parity", "hrp", "equal_weight"]
+
+
+class SnapshotConfig(dg.Config):
+    stale_tolerance_days: int = pydantic.Field(
+        default=4,
+        ge=0,
+        description="a candidate whose file ends earlier than as-of minus this is stale",
+    )
+
+
+class SelectionConfig(dg.Config):
+    lookback: int = pydantic.Field(
+        default=252, ge=20, description="rows of the returns matrix scored"
+    )
+    skip: int = pydantic.Field(
+        default=21, ge=0, description="most recent rows left out of the momentum"
+    )
+    min_history: int = pydantic.Field(
+        default=200, ge=2, description="finite returns needed in the lookback"
+    )
+    min_quality: float = pydantic.Field(
+        default=0.8, ge=0.0, le=1.0, description="minimum catalog data-quality score"
+    )
+    n_clusters: int = pydantic.Field(default=8, ge=1)
+    per_cluster: int = pydantic.Field(default=2, ge=1)
+    n_winners: int = pydantic.Field(default=12, ge=1)
+    max_relaxations: int = pydantic.Field(default=3, ge=0)
+
+    def params(self, periods_per_year: int) -> SelectionParams:
+        return SelectionParams(**self.model_dump(), periods_per_year=periods_per_year)
+
+
+class OptimizationConfig(dg.Config):
+    objective: OBJECTIVE = "min_variance"
+    covariance: Literal["sample", "ledoit_wolf"] = "ledoit_wolf"
+    max_weight: float | None = pydantic.Field(
+        default=0.25, gt=0.0, le=1.0, description="cap per symbol; null for none"
+    )
+    min_weight: float = pydantic.Field(default=0.0, ge=0.0, lt=1.0)
+    risk_free_rate: float = pydantic.Field(default=0.0, description="annual, decimal")
+    turnover_penalty: float = pydantic.Field(default=0.0, ge=0.0)
+    lookback: int = pydantic.Field(
+        default=252, ge=20, description="rows used to estimate the covariance"
+    )
+
+
+class BacktestConfig(dg.Config):
+    window_days: int = pydantic.Field(
+        default=756, ge=60, description="rows of the out-of-sample window"
+    )
+    rebalance: Literal["weekly", "monthly", "quarterly"] = "monthly"
+    cost_bps: float = pydantic.Field(default=10.0, ge=0.0)
+
+
+CONFIG_CLASSES: dict[str, type[dg.Config]] = {
+    "run_snapshot": SnapshotConfig,
+    "selected_winners": SelectionConfig,
+    "portfolio_weights": OptimizationConfig,
+    "backtest": BacktestConfig,
+}
+
+
+def validate_alpha_run_config(run_config: dict[str, Any]) -> None:
+    """Check run config against the alpha configs before a run starts.
+
+    Dagster checks names and types when a run is launched, but value constraints
+    (a negative max weight, zero winners) only when the step builds its config; this
+    catches them up front with one clear error.
+    """
+    from quant_resources.errors import ConfigError
+
+    problems = []
+    for op, section in (run_config.get("ops") or {}).items():
+        config_class = CONFIG_CLASSES.get(op)
+        if config_class is None:
+            problems.append(
+                f"ops.{op}: not an alpha asset with config (known: {', '.join(CONFIG_CLASSES)})"
+            )
+            continue
+        try:
+            config_class(**(section or {}).get("config", {}))
+        except pydantic.ValidationError as exc:
+            for err in exc.errors():
+                field = ".".join(str(p) for p in err["loc"])
+                problems.append(f"ops.{op}.config.{field}: {err['msg']} (got {err.get('input')!r})")
+    if problems:
+        raise ConfigError("invalid alpha run config: " + "; ".join(problems))

@@ -1,0 +1,1 @@
+"""Jobs, schedules and the alpha sensor."""

@@ -1,0 +1,1 @@
+"""Data cycle: `candidates` (discovery) then `ohlcv` (ingestion, with its checks)."""
