@@ -7,6 +7,7 @@ nothing reads the environment at import time.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -93,7 +94,10 @@ def bind(assets: list[Any], settings: Settings) -> list[Any]:
 def build_definitions(settings: Settings) -> dg.Definitions:
     import quant_assets.defs
 
-    loaded = dg.load_defs(defs_root=quant_assets.defs)
+    # The project root is where the package lives: a checkout, or site-packages for an
+    # installed wheel (which has no pyproject.toml for Dagster to find).
+    root = Path(quant_assets.defs.__file__).resolve().parents[2]
+    loaded = dg.load_defs(defs_root=quant_assets.defs, project_root=root)
     return dg.Definitions(
         assets=bind(list(loaded.assets or []), settings),
         asset_checks=list(loaded.asset_checks or []),

@@ -124,7 +124,7 @@ def test_the_graph_is_module_level_assets_loaded_by_dagster():
 
     for asset in (backtest, ohlcv, tv_technicals_1d):
         assert isinstance(asset, dg.AssetsDefinition)
-    loaded = dg.load_defs(defs_root=quant_assets.defs)
+    loaded = dg.load_defs(defs_root=quant_assets.defs, project_root=ROOT)
     location = build_definitions(Settings(history_start=dt.date(2024, 1, 1))).resolve_asset_graph()
     assert {k for a in loaded.assets for k in a.keys} == location.get_all_asset_keys()
     # One style of check: declared on the asset, so the loader finds no separate check.

@@ -84,11 +84,13 @@ def test_the_installed_wheel_loads_the_definitions_and_its_scanners(tmp_path):
     site = Path(_run(python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])").stdout.strip())
     ours = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
     (site / "quant_lakehouse_test_deps.pth").write_text("".join(f"{p}\n" for p in sorted(ours)))
-    _run(sys.executable, "-m", "pip", "--python", python, "install", "--no-deps", "--no-index", "--quiet", wheel)
+    # Without PYTHONPATH: a checkout on it holds an egg-info that pip would take for the
+    # project already installed, and skip the wheel.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QUANT_") and k != "PYTHONPATH"}
+    _run(sys.executable, "-m", "pip", "--python", python, "install", "--no-deps", "--no-index", "--quiet", wheel, env=env)
 
     work = tmp_path / "work"
     work.mkdir()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("QUANT_") and k != "PYTHONPATH"}
     env["QUANT_DATA_DIR"] = str(work / "data")
     probe = json.loads(_run(python, "-c", PROBE, cwd=work, env=env).stdout.strip().splitlines()[-1])
 
