@@ -442,3 +442,17 @@ def read_features_as_of(
     )
     # read_features sorts by (symbol, date): the last row of each symbol is its latest.
     return rows.group_by("symbol", maintain_order=True).last().select(FEATURE_COLUMNS)
+
+
+def version_readable(table_path: str | Path, version: int) -> bool:
+    """Whether Delta `version` of the table can still be read: its log is there and every
+    data file it references exists (a vacuum removes them). Local tables only."""
+    path = Path(table_path)
+    if not deltalake.DeltaTable.is_deltatable(str(path)):
+        return False
+    try:
+        table = deltalake.DeltaTable(str(path), version=version)
+        uris = table.file_uris()
+    except (DeltaError, TableNotFoundError, OSError):
+        return False
+    return all(Path(uri.removeprefix("file://")).exists() for uri in uris)
