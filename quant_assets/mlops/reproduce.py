@@ -245,7 +245,12 @@ def _restore(
 def _restore_features(
     settings: Settings, manifest: dict[str, Any], run_dir: Path, layout: StorageLayout
 ) -> tuple[int | None, str]:
-    """Make the workspace's feature table hold what the run read; (version to pin, how)."""
+    """Make the workspace's feature table hold what the run read; (version to pin, how).
+
+    A table read at the recorded version must give back the rows the run stored in
+    `features.parquet`: a table rebuilt from scratch numbers its versions anew, and its
+    version V is then other content. Such a table is passed over like a missing one.
+    """
     from quant_assets.features.store import version_readable, write_features
 
     version = manifest.get("feature_store_version")
@@ -253,28 +258,41 @@ def _restore_features(
     stored = run_dir / "features.parquet"
     if version is None:
         return None, "the run recorded no feature store version"
-    if version_readable(table, version):
-        return version, f"tv_technicals_1d version {version} of the restored lakehouse"
     live = settings.layout.feature_table()
-    if version_readable(live, version):
-        remove_tree(table)
-        table.parent.mkdir(parents=True, exist_ok=True)
-        # Read-only by construction: the alpha re-run is given no lakehouse writer.
-        table.symlink_to(live, target_is_directory=True)
-        return version, f"tv_technicals_1d version {version} of {live} (time travel)"
-    if not stored.exists():
-        return None, (
-            f"tv_technicals_1d version {version} is gone from {live} and the run stored no "
-            "features.parquet"
-        )
+    rejected = []
+    for candidate, how in ((table, "the restored lakehouse"), (live, f"{live} (time travel)")):
+        if not version_readable(candidate, version):
+            rejected.append(f"{how}: version {version} cannot be read")
+        elif not _holds_what_the_run_read(candidate, version, manifest, stored):
+            rejected.append(f"{how}: version {version} holds other rows than the run read")
+        else:
+            if candidate == live:
+                remove_tree(table)
+                table.parent.mkdir(parents=True, exist_ok=True)
+                # Read-only by construction: the alpha re-run is given no lakehouse writer.
+                table.symlink_to(live, target_is_directory=True)
+            return version, f"tv_technicals_1d version {version} of {how}"
     remove_tree(table)
+    why = "; ".join(rejected)
+    if not stored.exists():
+        return None, f"no source of the run's features ({why}; the run stored no features.parquet)"
     rows = pl.read_parquet(stored)
     if rows.height == 0:
-        return None, f"{stored} holds no rows"
+        return None, f"{stored} holds no rows ({why})"
     pinned = write_features(table, rows, rows["date"].min(), rows["date"].max())
-    return pinned, (
-        f"the run's own features.parquet (tv_technicals_1d version {version} is gone from {live})"
-    )
+    return pinned, f"the run's own features.parquet ({why})"
+
+
+def _holds_what_the_run_read(
+    table: Path, version: int, manifest: dict[str, Any], stored: Path
+) -> bool:
+    if not stored.exists():
+        return True  # the run read no features (feature_weight 0): nothing to tell apart
+    from quant_assets.features.store import read_features_as_of
+
+    symbols = [d["symbol"] for d in manifest["files"].values()]
+    day = dt.date.fromisoformat(manifest["as_of"])
+    return read_features_as_of(table, version, day, symbols).equals(pl.read_parquet(stored))
 
 
 def _restore_with_dvc(settings: Settings, md5: str, workspace: Path, dvc: str | None) -> Path:
