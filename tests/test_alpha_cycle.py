@@ -197,7 +197,12 @@ def test_the_graph_shows_the_feature_store_feeding_the_selection(lakehouse):
 def test_selection_reads_the_features_of_the_day_at_the_pinned_version_and_reproduces_after_the_table_moved_on(
     lakehouse, tmp_path
 ):
-    from quant_assets.features.store import current_version, read_features, read_features_as_of, write_features
+    from quant_assets.features.store import (
+        current_version,
+        read_features,
+        read_features_as_of,
+        write_features,
+    )
     from quant_assets.mlops.reproduce import reproduce
 
     settings = copy_lakehouse(lakehouse, tmp_path)
