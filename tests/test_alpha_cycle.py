@@ -176,23 +176,100 @@ def test_crypto_weekend_compounds_into_monday_on_a_business_panel():
     assert matrix["X"][1] == pytest.approx(0.331)
 
 
-def test_the_manifest_feature_version_reproduces_the_features_the_run_saw(lakehouse, tmp_path):
+def copy_lakehouse(lakehouse: Settings, tmp_path, features: bool = True) -> Settings:
     import shutil
 
-    from quant_assets.features.store import current_version, read_features
-
     settings = lakehouse.replace(data_dir=tmp_path / "data")
-    shutil.copytree(lakehouse.data_dir / "lakehouse", settings.data_dir / "lakehouse")
+    ignore = None if features else shutil.ignore_patterns("features")
+    shutil.copytree(lakehouse.data_dir / "lakehouse", settings.data_dir / "lakehouse", ignore=ignore)
     shutil.copytree(lakehouse.data_dir / "export", settings.data_dir / "export")
-    result = run_alpha(settings)
-    assert result.success
-    manifest = json.loads((settings.runs_dir / result.run_id / "manifest.json").read_text())
+    return settings
+
+
+def test_the_graph_shows_the_feature_store_feeding_the_selection(lakehouse):
+    graph = build_definitions(lakehouse).resolve_asset_graph()
+    parents = graph.get(dg.AssetKey("selected_winners")).parent_keys
+    assert dg.AssetKey("tv_technicals_1d") in parents
+    job = build_definitions(lakehouse).resolve_job_def(ALPHA_JOB)
+    assert "lakehouse" not in job.required_resource_keys  # read through lakehouse_reader only
+
+
+def test_selection_reads_the_features_of_the_day_at_the_pinned_version_and_reproduces_after_the_table_moved_on(
+    lakehouse, tmp_path
+):
+    from quant_assets.features.store import (
+        current_version,
+        read_features,
+        read_features_as_of,
+        write_features,
+    )
+    from quant_assets.mlops.reproduce import reproduce
+
+    settings = copy_lakehouse(lakehouse, tmp_path)
     table = settings.features_dir / "tv_technicals_1d"
-    seen_version = manifest["feature_store_version"]
-    assert seen_version == current_version(table)
-    seen = read_features(table)
-    # The data cycle moves on: a new day is committed as a new Delta version.
+    result = run_alpha(settings)
+    assert result.success, [e.message for e in result.all_events if e.is_failure]
+    run_dir = settings.runs_dir / result.run_id
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    selection = json.loads((run_dir / "selection.json").read_text())
+    pinned = manifest["feature_store_version"]
+    assert pinned == current_version(table)  # nothing committed since: the latest
+    symbols = sorted(d["symbol"] for d in manifest["files"].values())
+    stored = pl.read_parquet(run_dir / "features.parquet")
+    assert stored.equals(read_features_as_of(table, pinned, AS_OF, symbols))
+    assert stored["date"].max() == AS_OF and set(stored["symbol"]) <= set(symbols)
+    assert selection["parameters"]["feature_weight"] == 0.5
+    assert selection["features"]["table"] == "tv_technicals_1d" and selection["features"]["column"] == "rating"
+    assert selection["features"]["rows"] == stored.height
+    ratings = dict(zip(stored["symbol"], stored["rating"], strict=True))
+    for winner in selection["winners"]:
+        assert winner["feature"] == pytest.approx(ratings[winner["symbol"]], rel=1e-9)
+    # The data cycle moves on: day D's ratings rewritten, a later day committed.
+    day_rows = read_features(table, start=AS_OF, end=AS_OF)
+    write_features(table, day_rows.with_columns(-pl.col("rating")), AS_OF, AS_OF)
     assert run_data_job(settings, AS_OF + dt.timedelta(days=1)).success
-    assert current_version(table) > seen_version
-    assert read_features(table).height > seen.height
-    assert read_features(table, version=seen_version).equals(seen)
+    assert current_version(table) > pinned + 1
+    # A new run of D reads the new version: the features matter, the hash changes ...
+    fresh = run_alpha(settings)
+    assert fresh.success
+    fresh_dir = settings.runs_dir / fresh.run_id
+    assert json.loads((fresh_dir / "manifest.json").read_text())["feature_store_version"] == current_version(table)
+    assert (fresh_dir / "features.parquet").read_bytes() != (run_dir / "features.parquet").read_bytes()
+    assert json.loads((fresh_dir / "selection.json").read_text())["hash"] != selection["hash"]
+    # ... while reproducing the first run re-reads its version (time travel): identical.
+    again = reproduce(settings, result.run_id, instance=dg.DagsterInstance.ephemeral())
+    assert again.identical, [(c.name, c.detail) for c in again.differences]
+    assert f"version {pinned}" in again.features_detail and "time travel" in again.features_detail
+    assert {"features.parquet", "selection.json"} <= {c.name for c in again.comparisons}
+    # The table rebuilt from scratch: its version numbers restart, and its version
+    # `pinned` holds other rows. Reproduce notices and uses the run's features.parquet.
+    import shutil
+
+    shutil.rmtree(table)
+    write_features(table, day_rows.with_columns(-pl.col("rating")), AS_OF, AS_OF)
+    assert current_version(table) == pinned
+    from_folder = reproduce(settings, result.run_id, instance=dg.DagsterInstance.ephemeral())
+    assert from_folder.identical, [(c.name, c.detail) for c in from_folder.differences]
+    assert from_folder.features_detail.startswith("the run's own features.parquet")
+    assert f"version {pinned} holds other rows than the run read" in from_folder.features_detail
+
+
+def test_without_a_feature_table_selection_fails_clearly_unless_its_weight_is_zero(lakehouse, tmp_path):
+    settings = copy_lakehouse(lakehouse, tmp_path, features=False)
+    result = run_alpha(settings)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    assert failure.step_key == "selected_winners"
+    message = failure.step_failure_data.error.to_string()
+    table = settings.features_dir / "tv_technicals_1d"
+    assert f"selected_winners for {AS_OF}: the snapshot found no feature table at {table}" in message
+    assert f"quant data --date {AS_OF}" in message and "feature_weight: 0" in message
+    # Documented way to select without the feature store: feature_weight 0.
+    config = {"ops": {"selected_winners": {"config": {"feature_weight": 0.0}}}}
+    plain = run_alpha(settings, run_config=config)
+    assert plain.success
+    run_dir = settings.runs_dir / plain.run_id
+    selection = json.loads((run_dir / "selection.json").read_text())
+    assert "features" not in selection and not (run_dir / "features.parquet").exists()
+    assert all("feature" not in w for w in selection["winners"])
+    assert json.loads((run_dir / "manifest.json").read_text())["feature_store_version"] is None

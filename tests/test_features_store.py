@@ -15,6 +15,7 @@ from quant_assets.features.store import (
     FeatureTableNotFoundError,
     current_version,
     read_features,
+    read_features_as_of,
     update_features,
     warmup_start,
     write_features,
@@ -250,3 +251,42 @@ def test_concurrent_writers_neither_lose_nor_duplicate_rows(tmp_path, full_featu
     stored = read_features(table)
     want = full_features.filter(pl.col("date").is_in(days))
     assert stored.equals(want)
+
+
+def test_features_read_as_of_a_day_are_identical_after_the_table_moves_on(tmp_path, full_features):
+    """Point in time: what the selection reads for day D at the pinned version stays
+    byte-identical after later commits rewrite D's rows, change and delete the rows after
+    D, and add new days; at the latest version rows after D are never read either."""
+    import io
+
+    table = tmp_path / "tv_technicals_1d"
+    day = dt.date(2024, 3, 16)  # a Saturday: the stock's latest row is Friday's
+    history = full_features.filter(pl.col("date") <= dt.date(2024, 3, 22))
+    pinned = write_features(table, history, *all_dates(history))
+
+    def as_of(version):
+        buffer = io.BytesIO()
+        read_features_as_of(table, version, day, ["COIN", "STOCK", "NEW", "GONE"]).write_parquet(buffer)
+        return buffer.getvalue()
+
+    seen = read_features_as_of(table, pinned, day, ["COIN", "STOCK", "NEW", "GONE"])
+    assert seen["symbol"].to_list() == ["COIN", "NEW", "STOCK"]  # GONE has no row: absent
+    assert dict(zip(seen["symbol"], seen["date"], strict=True)) == {
+        "COIN": day, "NEW": dt.date(2024, 3, 15), "STOCK": dt.date(2024, 3, 15)
+    }
+    expected = full_features.filter(pl.col("symbol") == "COIN", pl.col("date") == day)
+    assert seen.filter(pl.col("symbol") == "COIN").equals(expected)
+    before = as_of(pinned)
+
+    # Rows after D change (rating flipped), then some are deleted: D's read must not move.
+    later = history.filter(pl.col("date") > day).with_columns(-pl.col("rating"))
+    write_features(table, later, day + dt.timedelta(days=1), dt.date(2024, 3, 22))
+    write_features(table, later.filter(pl.col("symbol") != "COIN"), dt.date(2024, 3, 20), dt.date(2024, 3, 22))
+    assert as_of(current_version(table)) == before
+    # New days, then D's own rows rewritten: the pinned version still reads what it read.
+    write_features(table, full_features, dt.date(2024, 3, 23), LAST_DAY)
+    rewritten = full_features.filter(pl.col("date") == day).with_columns(-pl.col("rating"))
+    latest = write_features(table, rewritten, day, day)
+    assert latest > pinned + 3
+    assert as_of(latest) != before  # the table did move on for D
+    assert as_of(pinned) == before

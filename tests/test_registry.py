@@ -105,7 +105,10 @@ def test_the_champion_model_predicts_the_weights_of_its_run(registry):
     min_quality = selection["parameters"]["min_quality"]
     eligible = [d["symbol"] for d in manifest["files"].values() if d["data_quality_score"] >= min_quality]
     returns = pl.read_parquet(run_dir / "returns_matrix.parquet").select("date", *sorted(eligible))
-    predicted = pl.from_pandas(model.predict(returns.to_pandas())).sort("symbol")
+    # The score's feature term: the ratings the run read from the feature store.
+    features = pl.read_parquet(run_dir / "features.parquet")
+    ratings = dict(zip(features["symbol"], features["rating"], strict=True))
+    predicted = pl.from_pandas(model.predict({"returns": returns.to_pandas(), "features": ratings})).sort("symbol")
     weights = pl.read_parquet(run_dir / "weights.parquet").sort("symbol")
     assert predicted["symbol"].to_list() == weights["symbol"].to_list()
     assert predicted["weight"].to_list() == pytest.approx(weights["weight"].to_list(), abs=1e-9)

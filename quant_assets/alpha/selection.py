@@ -4,9 +4,13 @@ Given the returns matrix up to the as-of date (only rows <= as-of are ever looke
 
 1. **Eligibility**: at least `min_history` finite returns in the last `lookback` rows;
    data-quality score >= `min_quality`; not flagged with a level shift.
-2. **Score** (risk-adjusted momentum, skipping the last month):
+2. **Score** (risk-adjusted momentum, skipping the last month, plus the feature term):
    momentum = prod(1 + r) - 1 over rows [t - lookback + 1, t - skip], then
-   score = momentum / (std(r over the lookback) * sqrt(periods_per_year)).
+   score = momentum / (std(r over the lookback) * sqrt(periods_per_year))
+           + feature_weight * feature,
+   where `feature` is the symbol's technical `rating` in [-1, 1] from the feature store
+   `tv_technicals_1d` as of the as-of day (0 for a symbol without one). Without
+   `features` (None) the feature term is left out and the score is the momentum term.
 3. **Clusters**: average-linkage hierarchical clustering of the eligible symbols on the
    correlation distance d = sqrt((1 - rho) / 2) over the lookback (pairwise-complete
    correlations), cut into at most `n_clusters` clusters.
@@ -44,8 +48,13 @@ class SelectionParams:
     relax_quality_step: float = 0.1
     relax_history_factor: float = 0.75
     periods_per_year: int = 252
+    # Weight of the feature-store rating (in [-1, 1]) added to the risk-adjusted momentum:
+    # a rating of +1 is worth `feature_weight` units of annualised momentum/volatility.
+    feature_weight: float = 0.5
 
     def __post_init__(self) -> None:
+        if not (math.isfinite(self.feature_weight) and self.feature_weight >= 0.0):
+            raise ValueError(f"feature_weight ({self.feature_weight}) must be finite and >= 0")
         if not 0 <= self.skip < self.lookback:
             raise ValueError(
                 f"skip ({self.skip}) must be >= 0 and below lookback ({self.lookback})"
@@ -68,6 +77,9 @@ class Selection:
     candidates: int
     relaxations: list[dict[str, Any]] = field(default_factory=list)
     excluded: dict[str, str] = field(default_factory=dict)
+    # Where the feature term came from (table, column, day, symbols without a value), set
+    # by the caller that read the features; part of the hashed content when present.
+    features: dict[str, Any] | None = None
 
     @property
     def symbols(self) -> list[str]:
@@ -84,6 +96,8 @@ class Selection:
             "excluded": self.excluded,
             "winners": self.winners,
         }
+        if self.features is not None:
+            body["features"] = self.features
         canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False)
         return {**body, "hash": hashlib.sha256(canonical.encode()).hexdigest()}
 
@@ -92,6 +106,13 @@ def _round(x: float) -> float:
     # Scores are stored rounded so that a last-bit difference between BLAS builds does not
     # change the selection hash.
     return float(f"{x:.10g}")
+
+
+def _feature_value(value: float | None) -> float:
+    if value is None:
+        return math.nan
+    value = float(value)
+    return value if math.isfinite(value) else math.nan
 
 
 def scores(
@@ -144,13 +165,23 @@ def select_winners(
     *,
     quality: dict[str, float] | None = None,
     flagged: set[str] | None = None,
+    features: dict[str, float | None] | None = None,
 ) -> Selection:
-    """Apply the policy of the module docstring to (T, N) returns ending at the as-of row."""
+    """Apply the policy of the module docstring to (T, N) returns ending at the as-of row.
+
+    features: symbol -> feature value (the `rating` of `tv_technicals_1d` as of the as-of
+    day); a symbol absent, None or NaN gets 0. None leaves the feature term out: the
+    selection is then exactly the momentum-only one, and winners carry no `feature` key.
+    """
     quality = quality or {}
     flagged = flagged or set()
     window = returns[-params.lookback :] if returns.shape[0] >= params.lookback else returns
     history = np.isfinite(window).sum(axis=0)
     momentum, volatility, score = scores(window, params.skip, params.periods_per_year)
+    feature = None
+    if features is not None:
+        feature = np.array([_feature_value(features.get(s)) for s in symbols], dtype=float)
+        score = score + params.feature_weight * np.nan_to_num(feature, nan=0.0)
     excluded: dict[str, str] = {}
     relaxations: list[dict[str, Any]] = []
     min_quality, min_history = params.min_quality, params.min_history
@@ -202,15 +233,16 @@ def select_winners(
             j: order[names[int(label)]] for label, j in zip(labels, eligible, strict=True)
         }
         for j in sorted(shortlisted[: params.n_winners], key=lambda j: symbols[j]):
-            winners.append(
-                {
-                    "symbol": symbols[j],
-                    "score": _round(float(score[j])),
-                    "momentum": _round(float(momentum[j])),
-                    "volatility": _round(float(volatility[j])),
-                    "cluster": int(cluster_of[j]),
-                }
-            )
+            winner = {
+                "symbol": symbols[j],
+                "score": _round(float(score[j])),
+                "momentum": _round(float(momentum[j])),
+                "volatility": _round(float(volatility[j])),
+                "cluster": int(cluster_of[j]),
+            }
+            if feature is not None:
+                winner["feature"] = None if np.isnan(feature[j]) else _round(float(feature[j]))
+            winners.append(winner)
     return Selection(
         winners=winners,
         params=asdict(params),

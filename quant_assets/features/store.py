@@ -410,3 +410,49 @@ def read_features(
         .sort("symbol", "date")
         .collect()
     )
+
+
+# How far back `read_features_as_of` looks for a symbol's latest row: a weekend or a
+# holiday week leaves an equity without a row on the day itself.
+AS_OF_WINDOW_DAYS = 14
+
+
+def read_features_as_of(
+    table_path: str | Path,
+    version: int,
+    day: dt.date,
+    symbols: list[str],
+    window_days: int = AS_OF_WINDOW_DAYS,
+) -> pl.DataFrame:
+    """Each symbol's latest row dated in [day - window_days, day] at Delta `version`.
+
+    Point in time: only rows dated on or before `day` are read, at a fixed version (time
+    travel), so later commits (new days, rewritten or deleted rows of any date) cannot
+    change the result. Symbols without a row in the window are simply absent. Columns of
+    `FEATURE_SCHEMA`, sorted by symbol.
+    """
+    if window_days < 0:
+        raise FeatureStoreError(f"window_days must be >= 0, got {window_days}")
+    rows = read_features(
+        table_path,
+        version=version,
+        symbols=sorted(set(symbols)),
+        start=day - dt.timedelta(days=window_days),
+        end=day,
+    )
+    # read_features sorts by (symbol, date): the last row of each symbol is its latest.
+    return rows.group_by("symbol", maintain_order=True).last().select(FEATURE_COLUMNS)
+
+
+def version_readable(table_path: str | Path, version: int) -> bool:
+    """Whether Delta `version` of the table can still be read: its log is there and every
+    data file it references exists (a vacuum removes them). Local tables only."""
+    path = Path(table_path)
+    if not deltalake.DeltaTable.is_deltatable(str(path)):
+        return False
+    try:
+        table = deltalake.DeltaTable(str(path), version=version)
+        uris = table.file_uris()
+    except (DeltaError, TableNotFoundError, OSError):
+        return False
+    return all(Path(uri.removeprefix("file://")).exists() for uri in uris)

@@ -99,6 +99,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     result = reproduce(get_settings(), args.run_id, keep=args.keep)
     print(f"reproduce {result.run_id} (as of {result.as_of})")
     print(f"  lakehouse: {result.source_detail}")
+    print(f"  features: {result.features_detail}")
     print(f"  re-ran the alpha cycle as run {result.rerun_id} in {result.seconds:.1f}s")
     by_bytes = sum(c.how == "bytes" for c in result.comparisons)
     by_content = [c.name for c in result.comparisons if c.how == "content"]

@@ -14,14 +14,18 @@ from quant_assets.mlops.registry import policy_weights
 
 class SelectionPolicy(mlflow.pyfunc.PythonModel):
     """predict(returns) -> weights: a dates x symbols frame of daily simple returns (a
-    `date` column is optional) in, a (symbol, weight) frame out."""
+    `date` column is optional) in, a (symbol, weight) frame out. With the feature store's
+    term: predict({"returns": frame, "features": {symbol: rating}})."""
 
     def load_context(self, context):
         self.parameters = dict(context.model_config or {})
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+        features = None
+        if isinstance(model_input, dict) and "returns" in model_input:
+            model_input, features = model_input["returns"], model_input.get("features")
         returns = model_input if isinstance(model_input, pl.DataFrame) else pl.from_pandas(pd.DataFrame(model_input))
-        return policy_weights(returns, self.parameters).to_pandas()
+        return policy_weights(returns, self.parameters, features).to_pandas()
 
 
 mlflow.models.set_model(SelectionPolicy())

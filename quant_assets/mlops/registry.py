@@ -45,12 +45,18 @@ REPORTED_METRICS = (
 
 
 # -- the policy ------------------------------------------------------------------------
-def policy_weights(returns: pl.DataFrame, parameters: dict[str, Any]) -> pl.DataFrame:
+def policy_weights(
+    returns: pl.DataFrame,
+    parameters: dict[str, Any],
+    features: dict[str, float | None] | None = None,
+) -> pl.DataFrame:
     """Weights (symbol, weight) the policy gives a dates x symbols returns frame.
 
     `parameters` is a run's `optimization.json`: {"selection": SelectionParams fields,
     "optimization": OptimizationConfig fields}. Every column but `date` is a symbol's daily
     simple returns (NaN where it had no bar); data-quality filtering is the caller's.
+    `features`: symbol -> tv_technicals_1d rating as of the last row (a run's
+    features.parquet), the score's feature term; None leaves the term out.
     """
     from quant_assets.alpha.policy import weights_frame
     from quant_assets.alpha.returns import returns_array
@@ -60,7 +66,7 @@ def policy_weights(returns: pl.DataFrame, parameters: dict[str, Any]) -> pl.Data
         returns = returns.with_row_index("date")
     values, _, symbols = returns_array(returns)
     selection_params = SelectionParams(**parameters["selection"])
-    selection = select_winners(values, symbols, selection_params)
+    selection = select_winners(values, symbols, selection_params, features=features)
     return weights_frame(
         returns, selection.symbols, parameters["optimization"], selection_params.periods_per_year
     )

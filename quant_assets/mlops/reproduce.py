@@ -11,6 +11,12 @@
      gets an empty stand-in file: the snapshot plan checks it exists, never reads it.
    Either way `candidates.json` of the day is rebuilt from the manifest: the run planned
    exactly its snapshot files plus its exclusions.
+   The feature store (`tv_technicals_1d`, read by the selection at the manifest's
+   `feature_store_version`) comes, in this order, from: the DVC-restored table, when it
+   can still read that version; the project's lakehouse table at that version (time
+   travel, linked read-only into the workspace); otherwise the rows the run stored in its
+   `features.parquet`, written into a fresh table of the workspace. The re-run is pinned
+   to the version chosen (`run_snapshot`'s `feature_version`).
 3. Re-run the alpha cycle for the as-of day with the recorded run config (snapshot,
    selection, optimisation, backtest), on an ephemeral Dagster instance, tracking off.
 4. Compare the two run folders file by file:
@@ -18,8 +24,8 @@
      selection.json, optimization.json, weights.parquet, backtest.json, the plots, each
      snapshot file under data/);
    - `manifest.json` on its content fields (as_of, parameters, universe, files with their
-     sha256, excluded, lakehouse_fingerprint, and feature_store_version when restored with
-     DVC): run_id, created_at, git_revision and dvc_lakehouse_md5 describe the run itself;
+     sha256, excluded, lakehouse_fingerprint, and feature_store_version when the features
+     were read at the recorded version, not rebuilt from features.parquet): run_id, created_at, git_revision and dvc_lakehouse_md5 describe the run itself;
    - `audit.jsonl` line by line without `at`, `run_id` and `duration_s`;
    - `.run_id` (the folder's owner) and `.finished` (when it was sealed) are not compared.
 
@@ -77,6 +83,7 @@ class Reproduction:
     workspace: Path
     seconds: float
     comparisons: list[FileComparison] = field(default_factory=list)
+    features_detail: str = ""
 
     @property
     def identical(self) -> bool:
@@ -105,24 +112,33 @@ def reproduce(
     workspace = Path(tempfile.mkdtemp(prefix=f"quant-reproduce-{run_id[:8]}-"))
     try:
         source, detail = _restore(settings, manifest, original, workspace, dvc)
+        pin, features_detail = _restore_features(
+            settings, manifest, original, StorageLayout(workspace / "data")
+        )
         _write_candidates(workspace / "data", manifest)
         rerun_settings = settings.replace(
             data_dir=workspace / "data", history_start=min(settings.history_start, as_of)
         )
+        overrides = recorded_run_config(original, manifest)
+        if pin is not None:
+            overrides["run_snapshot"]["feature_version"] = pin
         started = time.perf_counter()
         summary = runner.run_alpha(
             rerun_settings,
             as_of,
-            overrides=recorded_run_config(original, manifest),
+            overrides=overrides,
             instance=instance or dg.DagsterInstance.ephemeral(),
             tags={TRACKING_TAG: "off", REPRODUCES_TAG: run_id},
         )
         result = Reproduction(
             run_id, summary.run_id, manifest["as_of"], source, detail, workspace,
-            time.perf_counter() - started,
+            time.perf_counter() - started, features_detail=features_detail,
         )
+        recorded = manifest.get("feature_store_version")
         result.comparisons = compare_runs(
-            original, rerun_settings.layout.run_dir(summary.run_id), with_features=source == "dvc"
+            original,
+            rerun_settings.layout.run_dir(summary.run_id),
+            with_features=pin is not None and pin == recorded,
         )
         return result
     finally:
@@ -224,6 +240,59 @@ def _restore(
         shutil.rmtree(workspace / ".dvc", ignore_errors=True)
     _restore_from_snapshot(manifest, run_dir, layout)
     return "snapshot", f"the run's own snapshot files ({reason})"
+
+
+def _restore_features(
+    settings: Settings, manifest: dict[str, Any], run_dir: Path, layout: StorageLayout
+) -> tuple[int | None, str]:
+    """Make the workspace's feature table hold what the run read; (version to pin, how).
+
+    A table read at the recorded version must give back the rows the run stored in
+    `features.parquet`: a table rebuilt from scratch numbers its versions anew, and its
+    version V is then other content. Such a table is passed over like a missing one.
+    """
+    from quant_assets.features.store import version_readable, write_features
+
+    version = manifest.get("feature_store_version")
+    table = layout.feature_table()
+    stored = run_dir / "features.parquet"
+    if version is None:
+        return None, "the run recorded no feature store version"
+    live = settings.layout.feature_table()
+    rejected = []
+    for candidate, how in ((table, "the restored lakehouse"), (live, f"{live} (time travel)")):
+        if not version_readable(candidate, version):
+            rejected.append(f"{how}: version {version} cannot be read")
+        elif not _holds_what_the_run_read(candidate, version, manifest, stored):
+            rejected.append(f"{how}: version {version} holds other rows than the run read")
+        else:
+            if candidate == live:
+                remove_tree(table)
+                table.parent.mkdir(parents=True, exist_ok=True)
+                # Read-only by construction: the alpha re-run is given no lakehouse writer.
+                table.symlink_to(live, target_is_directory=True)
+            return version, f"tv_technicals_1d version {version} of {how}"
+    remove_tree(table)
+    why = "; ".join(rejected)
+    if not stored.exists():
+        return None, f"no source of the run's features ({why}; the run stored no features.parquet)"
+    rows = pl.read_parquet(stored)
+    if rows.height == 0:
+        return None, f"{stored} holds no rows ({why})"
+    pinned = write_features(table, rows, rows["date"].min(), rows["date"].max())
+    return pinned, f"the run's own features.parquet ({why})"
+
+
+def _holds_what_the_run_read(
+    table: Path, version: int, manifest: dict[str, Any], stored: Path
+) -> bool:
+    if not stored.exists():
+        return True  # the run read no features (feature_weight 0): nothing to tell apart
+    from quant_assets.features.store import read_features_as_of
+
+    symbols = [d["symbol"] for d in manifest["files"].values()]
+    day = dt.date.fromisoformat(manifest["as_of"])
+    return read_features_as_of(table, version, day, symbols).equals(pl.read_parquet(stored))
 
 
 def _restore_with_dvc(settings: Settings, md5: str, workspace: Path, dvc: str | None) -> Path:

@@ -17,6 +17,18 @@ class SnapshotConfig(dg.Config):
         ge=0,
         description="a candidate whose file ends earlier than as-of minus this is stale",
     )
+    feature_version: int | None = pydantic.Field(
+        default=None,
+        ge=0,
+        description=(
+            "the Delta version of tv_technicals_1d the run reads (time travel); null: the "
+            "version current when the snapshot is taken. `quant reproduce` sets the recorded one"
+        ),
+    )
+
+    def recorded(self) -> dict:
+        """manifest.json's parameters: the pin is recorded as `feature_store_version`."""
+        return self.model_dump(exclude={"feature_version"})
 
 
 class SelectionConfig(dg.Config):
@@ -36,6 +48,15 @@ class SelectionConfig(dg.Config):
     per_cluster: int = pydantic.Field(default=2, ge=1)
     n_winners: int = pydantic.Field(default=12, ge=1)
     max_relaxations: int = pydantic.Field(default=3, ge=0)
+    feature_weight: float = pydantic.Field(
+        default=0.5,
+        ge=0.0,
+        allow_inf_nan=False,
+        description=(
+            "weight of the tv_technicals_1d rating (in [-1, 1]) added to the risk-adjusted "
+            "momentum score; 0 selects without the feature store"
+        ),
+    )
 
     def params(self, periods_per_year: int) -> SelectionParams:
         return SelectionParams(**self.model_dump(), periods_per_year=periods_per_year)

@@ -35,7 +35,8 @@ from quant_resources.settings import PROJECT_ROOT, Settings
     description=(
         "Copies each candidate's lakehouse file into data/runs/{run_id}/data/ and writes "
         "manifest.json (file sha256s and rows, lakehouse fingerprint, Delta, git and DVC "
-        "versions). Fails fast listing every missing or stale candidate."
+        "versions; feature_store_version is the Delta version of tv_technicals_1d the run "
+        "reads). Fails fast listing every missing or stale candidate."
     ),
 )
 def run_snapshot(
@@ -49,12 +50,15 @@ def run_snapshot(
     _, as_of = window_dates(context)
     plan = plan_snapshot(ohlcv, as_of, config.stale_tolerance_days)
     contents, described = read_snapshot_files(plan)
-    delta_version = feature_version(ohlcv)
+    # The pin: selected_winners reads the feature store at exactly this version.
+    delta_version = (
+        config.feature_version if config.feature_version is not None else feature_version(ohlcv)
+    )
     manifest = {
         "run_id": context.run_id,
         "as_of": as_of.isoformat(),
         "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "parameters": {"snapshot": config.model_dump()},
+        "parameters": {"snapshot": config.recorded()},
         "universe": candidates.candidates().get("universe"),
         "files": described,
         "excluded": plan.excluded,
