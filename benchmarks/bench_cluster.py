@@ -55,8 +55,12 @@ def ohlcv_seconds(stdout: str) -> float:
 
 def backfill(work: Path, env: dict[str, str], label: str) -> tuple[float, str]:
     work.mkdir(parents=True)
-    wall, rss, out = run(["backfill", "--start", START.isoformat(), "--end", END.isoformat()], work, env)
-    print(f"{label}: wall {wall:.1f} s, ohlcv step {ohlcv_seconds(out):.1f} s, peak RSS {rss:.0f} MB")
+    wall, rss, out = run(
+        ["backfill", "--start", START.isoformat(), "--end", END.isoformat()], work, env
+    )
+    print(
+        f"{label}: wall {wall:.1f} s, ohlcv step {ohlcv_seconds(out):.1f} s, peak RSS {rss:.0f} MB"
+    )
     print(f"    steps: {steps(out)}")
     return wall, lakehouse_hash(work / "data")
 
@@ -64,13 +68,17 @@ def backfill(work: Path, env: dict[str, str], label: str) -> tuple[float, str]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--symbols", type=int, default=1000)
-    parser.add_argument("--shard", type=int, default=100, help="symbols per shard (QUANT_SHARD_SYMBOLS)")
+    parser.add_argument(
+        "--shard", type=int, default=100, help="symbols per shard (QUANT_SHARD_SYMBOLS)"
+    )
     parser.add_argument("--keep", action="store_true")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="bench_cluster_"))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("QUANT_", "DAGSTER_HOME"))}
     env.update(
-        QUANT_UNIVERSE="all", QUANT_SYNTHETIC_SYMBOLS=str(args.symbols), QUANT_HISTORY_START=START.isoformat()
+        QUANT_UNIVERSE="all",
+        QUANT_SYNTHETIC_SYMBOLS=str(args.symbols),
+        QUANT_HISTORY_START=START.isoformat(),
     )
     print(f"{args.symbols} symbols, {START}..{END}, in {root}; {os.cpu_count()} cores")
     try:
@@ -95,8 +103,10 @@ def main() -> None:
                 f"min {min(seconds):.2f}, max {max(seconds):.2f}, sum {sum(seconds):.1f} s; "
                 f"busy per worker: {', '.join(f'{w} {s:.1f} s' for w, s in sorted(per_worker.items()))}"
             )
-        print(f"lakehouse hash: in process {in_process}, cluster {distributed}: "
-              f"{'SAME' if in_process == distributed else 'DIFFERENT'}")
+        print(
+            f"lakehouse hash: in process {in_process}, cluster {distributed}: "
+            f"{'SAME' if in_process == distributed else 'DIFFERENT'}"
+        )
         if in_process != distributed:
             raise SystemExit(1)
     finally:

@@ -35,14 +35,18 @@ class Compute(dg.ConfigurableResource):
     def distributed(self) -> bool:
         return False
 
-    def map_unordered(self, fn: Callable[[T], R], items: Sequence[T], *, name: str = "task") -> Iterator[tuple[int, R]]:
+    def map_unordered(
+        self, fn: Callable[[T], R], items: Sequence[T], *, name: str = "task"
+    ) -> Iterator[tuple[int, R]]:
         raise NotImplementedError
 
 
 class InProcessCompute(Compute):
     """Every item in this process, in order."""
 
-    def map_unordered(self, fn: Callable[[T], R], items: Sequence[T], *, name: str = "task") -> Iterator[tuple[int, R]]:
+    def map_unordered(
+        self, fn: Callable[[T], R], items: Sequence[T], *, name: str = "task"
+    ) -> Iterator[tuple[int, R]]:
         for index, item in enumerate(items):
             yield index, fn(item)
 
@@ -57,7 +61,9 @@ class DaskCompute(Compute):
     def distributed(self) -> bool:
         return True
 
-    def map_unordered(self, fn: Callable[[T], R], items: Sequence[T], *, name: str = "task") -> Iterator[tuple[int, R]]:
+    def map_unordered(
+        self, fn: Callable[[T], R], items: Sequence[T], *, name: str = "task"
+    ) -> Iterator[tuple[int, R]]:
         from distributed import Client, as_completed
 
         try:
@@ -70,7 +76,10 @@ class DaskCompute(Compute):
         try:
             # Unique keys: two runs on one cluster never share (or reuse) each other's results.
             run = uuid.uuid4().hex[:12]
-            futures = [client.submit(fn, item, key=f"{name}-{index}-{run}", pure=False) for index, item in enumerate(items)]
+            futures = [
+                client.submit(fn, item, key=f"{name}-{index}-{run}", pure=False)
+                for index, item in enumerate(items)
+            ]
             position = {future.key: index for index, future in enumerate(futures)}
             for future in as_completed(futures, loop=client.loop):
                 yield position[future.key], future.result()

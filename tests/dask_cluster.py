@@ -42,13 +42,27 @@ class LocalDaskCluster:
     def _spawn(self, name: str, args: list[str]) -> None:
         log = open(self.workdir / f"{name}.log", "wb")  # noqa: SIM115 - kept open for the process's life
         self.processes[name] = subprocess.Popen(
-            [DASK, *args], cwd=self.workdir, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            [DASK, *args],
+            cwd=self.workdir,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
     def start(self) -> LocalDaskCluster:
         self._spawn(
             "scheduler",
-            ["scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard", "--scheduler-file", str(self.scheduler_file)],
+            [
+                "scheduler",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--no-dashboard",
+                "--scheduler-file",
+                str(self.scheduler_file),
+            ],
         )
         deadline = time.monotonic() + self.start_timeout_s
         while not self.scheduler_file.exists():
@@ -64,11 +78,22 @@ class LocalDaskCluster:
         self._spawn(
             name,
             [
-                "worker", self.address, "--name", name, "--nthreads", "1", "--no-nanny", "--no-dashboard",
-                "--host", "127.0.0.1", "--memory-limit", "0",
+                "worker",
+                self.address,
+                "--name",
+                name,
+                "--nthreads",
+                "1",
+                "--no-nanny",
+                "--no-dashboard",
+                "--host",
+                "127.0.0.1",
+                "--memory-limit",
+                "0",
                 # Imported at start-up, as a deployed worker would: the first shard does not
                 # pay for importing Dagster and the project.
-                "--preload", "quant_assets.data.shards",
+                "--preload",
+                "quant_assets.data.shards",
             ],
         )
 
@@ -106,7 +131,10 @@ class LocalDaskCluster:
     def stop(self) -> None:
         """Every worker (all at once), then the scheduler; each by its pid."""
         workers = [p for n, p in self.processes.items() if n != "scheduler"]
-        for group in (workers, [self.processes["scheduler"]] if "scheduler" in self.processes else []):
+        for group in (
+            workers,
+            [self.processes["scheduler"]] if "scheduler" in self.processes else [],
+        ):
             for process in group:
                 if process.poll() is None:
                     process.terminate()

@@ -62,9 +62,15 @@ def lakehouse_state(data_dir: Path) -> dict:
     return {
         "ohlcv": {p.name: sha(p) for p in sorted((lakehouse / "ohlcv").iterdir())},
         "symbols": sha(lakehouse / "symbols.parquet"),
-        "candidates": {str(p.relative_to(data_dir)): sha(p) for p in sorted(data_dir.glob("export/*/candidates.json"))},
+        "candidates": {
+            str(p.relative_to(data_dir)): sha(p)
+            for p in sorted(data_dir.glob("export/*/candidates.json"))
+        },
         # The table's current files (a re-run's commit replaces a month's file by an equal one).
-        "features": sorted((Path(u).parent.name, sha(Path(u.removeprefix("file://")))) for u in DeltaTable(str(features)).file_uris()),
+        "features": sorted(
+            (Path(u).parent.name, sha(Path(u.removeprefix("file://"))))
+            for u in DeltaTable(str(features)).file_uris()
+        ),
         "catalog": catalog,
     }
 
@@ -85,7 +91,9 @@ def cluster(tmp_path):
         yield started
 
 
-def test_a_backfill_through_the_cluster_writes_the_same_lakehouse_as_in_process(reference, cluster, tmp_path):
+def test_a_backfill_through_the_cluster_writes_the_same_lakehouse_as_in_process(
+    reference, cluster, tmp_path
+):
     data_dir = tmp_path / "data"
     result = run_data_job(settings_for(data_dir, cluster), START, END)
 
@@ -98,7 +106,9 @@ def test_a_backfill_through_the_cluster_writes_the_same_lakehouse_as_in_process(
     assert lakehouse_state(data_dir) == reference
 
 
-def test_a_worker_killed_mid_shard_leaves_whole_files_and_the_cluster_finishes(reference, cluster, tmp_path):
+def test_a_worker_killed_mid_shard_leaves_whole_files_and_the_cluster_finishes(
+    reference, cluster, tmp_path
+):
     data_dir = tmp_path / "data"
     names = sorted(reference["ohlcv"])
     blocked = names[len(names) // 2].removesuffix("_1d.parquet")  # a symbol in a middle shard
@@ -156,8 +166,14 @@ def test_the_cluster_is_chosen_by_configuration_and_a_missing_one_is_named(tmp_p
     env = {"QUANT_DATA_DIR": str(tmp_path), "QUANT_COMPUTE": "dask"}
     with pytest.raises(ConfigError, match="QUANT_DASK_SCHEDULER"):
         Settings.from_env(env)
-    chosen = Settings.from_env({**env, "QUANT_DASK_SCHEDULER": "tcp://127.0.0.1:8786", "QUANT_SHARD_SYMBOLS": "25"})
-    assert (chosen.compute, chosen.dask_scheduler, chosen.shard_symbols) == ("dask", "tcp://127.0.0.1:8786", 25)
+    chosen = Settings.from_env(
+        {**env, "QUANT_DASK_SCHEDULER": "tcp://127.0.0.1:8786", "QUANT_SHARD_SYMBOLS": "25"}
+    )
+    assert (chosen.compute, chosen.dask_scheduler, chosen.shard_symbols) == (
+        "dask",
+        "tcp://127.0.0.1:8786",
+        25,
+    )
     assert Settings.from_env({"QUANT_DATA_DIR": str(tmp_path)}).compute == "inprocess"
 
     nobody = DaskCompute(scheduler="tcp://127.0.0.1:9", connect_timeout_s=2)  # the discard port

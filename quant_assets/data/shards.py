@@ -69,7 +69,9 @@ def ingest_shard(task: ShardTask) -> ShardResult:
         commit_catalog=False,
         catalog=task.catalog,
     )
-    return ShardResult(task.index, report, time.perf_counter() - t0, f"{socket.gethostname()}:{os.getpid()}")
+    return ShardResult(
+        task.index, report, time.perf_counter() - t0, f"{socket.gethostname()}:{os.getpid()}"
+    )
 
 
 def ingest_sharded(
@@ -93,7 +95,14 @@ def ingest_sharded(
     """
     if not compute.distributed:
         report = ingest(
-            symbols, start, end, source=source, lakehouse=lakehouse, settings=settings, progress=progress, advance=advance
+            symbols,
+            start,
+            end,
+            source=source,
+            lakehouse=lakehouse,
+            settings=settings,
+            progress=progress,
+            advance=advance,
         )
         return report, []
     now = dt.datetime.now(dt.UTC)
@@ -110,7 +119,11 @@ def ingest_sharded(
             end,
             settings,
             now,
-            {"symbols": {s.key: known[s.key] for s in shard if s.key in known}, "errors": {}, "meta": {}},
+            {
+                "symbols": {s.key: known[s.key] for s in shard if s.key in known},
+                "errors": {},
+                "meta": {},
+            },
         )
         for index, shard in enumerate(shards)
     ]
