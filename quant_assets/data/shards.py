@@ -105,6 +105,8 @@ def ingest_sharded(
             advance=advance,
         )
         return report, []
+    if not symbols:
+        return IngestReport(start, end), []
     now = dt.datetime.now(dt.UTC)
     lakehouse.check_writable()
     # Only here, before any shard runs: on a worker of another host every pid looks dead.
