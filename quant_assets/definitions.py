@@ -13,6 +13,7 @@ from typing import Any
 import dagster as dg
 
 from quant_assets.partitions import daily_partitions
+from quant_resources.compute import compute_for
 from quant_resources.io_managers import ReadOnlyLakehouseIOManager, RunArtifactIOManager
 from quant_resources.lakehouse import Lakehouse
 from quant_resources.progress import LOGGERS
@@ -45,6 +46,8 @@ def build_resources(settings: Settings) -> dict[str, object]:
         "settings": dg.ResourceDefinition.hardcoded_resource(settings, "the quant-lakehouse Settings"),
         "source": source_from_settings(settings),
         "lakehouse": Lakehouse(data_dir=str(settings.data_dir)),
+        # Where ingestion's symbol shards run: this process, or a Dask cluster (QUANT_COMPUTE).
+        "compute": compute_for(settings.compute, settings.dask_scheduler),
         # The alpha side: read-only lakehouse inputs, outputs into data/runs/{run_id}/.
         "lakehouse_reader": ReadOnlyLakehouseIOManager(data_dir=str(settings.data_dir)),
         "run_artifacts": RunArtifactIOManager(runs_dir=str(settings.runs_dir)),

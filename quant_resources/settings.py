@@ -22,6 +22,7 @@ from quant_resources.layout import StorageLayout
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SOURCES = ("synthetic", "files", "binance")
+COMPUTES = ("inprocess", "dask")  # where ingestion shards run (quant_resources/compute.py)
 
 
 def _parse_date(name: str, value: str) -> dt.date:
@@ -57,6 +58,11 @@ class Settings:
     synthetic_seed: int = 7
     binance_base_url: str = "https://data-api.binance.vision"
     mlflow_tracking_uri: str | None = None  # default: sqlite under {data_dir}/mlflow
+    # Where `ohlcv` runs its symbol shards: "inprocess" (threads in the run's process, the
+    # laptop) or "dask" (a Dask distributed cluster at `dask_scheduler`, e.g. tcp://host:8786).
+    compute: str = "inprocess"
+    dask_scheduler: str | None = None
+    shard_symbols: int = 100  # symbols per shard handed to a cluster worker
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir).absolute())
@@ -74,6 +80,16 @@ class Settings:
             raise ConfigError(f"toxic threshold must be positive, got {self.toxic_threshold}")
         if self.gap_threshold_days < 1:
             raise ConfigError(f"gap threshold must be at least 1 day, got {self.gap_threshold_days}")
+        if self.compute not in COMPUTES:
+            raise ConfigError(
+                f"unknown compute {self.compute!r}: choose one of {', '.join(COMPUTES)} (QUANT_COMPUTE)"
+            )
+        if self.compute == "dask" and not self.dask_scheduler:
+            raise ConfigError(
+                "QUANT_COMPUTE=dask needs QUANT_DASK_SCHEDULER, the scheduler's address (tcp://host:8786)"
+            )
+        if self.shard_symbols < 1:
+            raise ConfigError(f"a shard needs at least 1 symbol, got {self.shard_symbols} (QUANT_SHARD_SYMBOLS)")
         if self.synthetic_symbols < 1:
             raise ConfigError(f"synthetic universe needs at least 1 symbol, got {self.synthetic_symbols}")
 
@@ -158,6 +174,12 @@ class Settings:
             kwargs["binance_base_url"] = v
         if v := env.get("QUANT_MLFLOW_TRACKING_URI", "").strip():
             kwargs["mlflow_tracking_uri"] = v
+        if v := env.get("QUANT_COMPUTE", "").strip():
+            kwargs["compute"] = v
+        if v := env.get("QUANT_DASK_SCHEDULER", "").strip():
+            kwargs["dask_scheduler"] = v
+        if v := env.get("QUANT_SHARD_SYMBOLS"):
+            kwargs["shard_symbols"] = _parse_number("QUANT_SHARD_SYMBOLS", v, int)
         return cls(**kwargs)
 
 

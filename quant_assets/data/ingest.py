@@ -65,6 +65,9 @@ class IngestReport:
     start: dt.date
     end: dt.date
     outcomes: list[SymbolOutcome] = field(default_factory=list)
+    # Catalog entries and errors not yet written (a shard leaves them to the run's merge).
+    entries: dict[str, dict[str, Any]] = field(default_factory=dict)
+    errors: dict[str, dict[str, Any]] = field(default_factory=dict)
     seconds: dict[str, float] = field(
         # wall-clock seconds per phase (fetch and sanitise run on a thread pool)
         default_factory=lambda: {
@@ -287,13 +290,22 @@ def ingest(
     advance: Callable[[int, int], None] | None = None,
     chunk_size: int = CHUNK_SIZE,
     workers: int = WORKERS,
+    commit_catalog: bool = True,
+    catalog: dict[str, Any] | None = None,
 ) -> IngestReport:
-    """Bring every symbol's file up to date for [start, end]; return what happened."""
+    """Bring every symbol's file up to date for [start, end]; return what happened.
+
+    `commit_catalog=False` (a shard on a cluster worker) writes the symbols' files but
+    leaves their catalog entries and errors on the report, for the run to merge; it then
+    also leaves stale temp files alone (a pid seen from another host proves nothing) and
+    reads `catalog` when given (the run's copy) instead of the file.
+    """
     now = now or dt.datetime.now(dt.UTC)
     report = IngestReport(start, end)
     lakehouse.check_writable()  # a read-only folder fails here, before anything is fetched
-    lakehouse.remove_stale_temp_files()  # left by a process killed mid-write
-    catalog = lakehouse.read_catalog()
+    if commit_catalog:
+        lakehouse.remove_stale_temp_files()  # left by a process killed mid-write
+    catalog = catalog if catalog is not None else lakehouse.read_catalog()
     schema = ohlcv_schema(with_symbol=True)
     t_begin = time.perf_counter()
     pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="ingest")
@@ -301,7 +313,7 @@ def ingest(
         for offset in range(0, len(symbols), chunk_size):
             chunk = symbols[offset : offset + chunk_size]
             catalog = _ingest_chunk(
-                chunk, catalog, start, end, source, lakehouse, settings, now, report, schema, pool
+                chunk, catalog, start, end, source, lakehouse, settings, now, report, schema, pool, commit_catalog
             )
             if advance:  # (symbols done, symbols in all): a progress bar
                 advance(offset + len(chunk), len(symbols))
@@ -330,6 +342,7 @@ def _ingest_chunk(
     report: IngestReport,
     schema,
     pool: ThreadPoolExecutor,
+    commit_catalog: bool = True,
 ) -> dict[str, Any]:
     staged: list[tuple[SymbolInfo, SanitizeResult, int]] = []
     errors: dict[str, dict[str, Any]] = {}
@@ -390,7 +403,10 @@ def _ingest_chunk(
         outcome.gaps = len(entry["gaps"])
     report.seconds["write"] += time.perf_counter() - t0
     t0 = time.perf_counter()
-    if entries or errors:
+    if not commit_catalog:
+        report.entries.update(entries)
+        report.errors.update(errors)
+    elif entries or errors:
         catalog = lakehouse.update_catalog(entries=entries, errors=errors)
     report.seconds["catalog"] += time.perf_counter() - t0
     return catalog

@@ -12,10 +12,11 @@ import polars as pl
 
 from quant_assets.contracts import check_result_in_chunks, ohlcv_schema
 from quant_assets.data.calendar import last_session_on_or_before
-from quant_assets.data.ingest import IngestReport, ingest
+from quant_assets.data.ingest import IngestReport
 from quant_assets.data.lakehouse_reads import scan_bars
 from quant_assets.data.quality_report import quality_markdown, quality_view
 from quant_assets.data.scanners import load_universe, window_candidate_keys
+from quant_assets.data.shards import ShardResult, ingest_sharded
 from quant_assets.data.skipped import (
     LISTING,
     listing_errors,
@@ -28,6 +29,7 @@ from quant_assets.defs.data.candidates import read_candidates
 from quant_assets.mlops.tracking import log_data_cycle
 from quant_assets.partitions import DAILY, window_dates
 from quant_resources import progress
+from quant_resources.compute import Compute
 from quant_resources.lakehouse import Lakehouse
 from quant_resources.schema import SymbolInfo, date_to_ts, ts_to_date
 from quant_resources.settings import Settings
@@ -98,6 +100,7 @@ def ohlcv(
     source: MarketDataSource,
     lakehouse: Lakehouse,
     mlflow: MlflowTracking,
+    compute: Compute,
 ) -> dg.MaterializeResult:
     start, end = window_dates(context)
     candidates_doc = read_candidates(settings, end)
@@ -116,10 +119,12 @@ def ohlcv(
     )
     symbols = symbols_to_ingest(candidates_doc, catalog, listed, window)
     context.log.info(f"ohlcv {start}..{end}: {len(symbols)} symbols to bring up to date")
-    report = ingest(
+    # In process (the default) or in shards on a Dask cluster (QUANT_COMPUTE=dask).
+    report, shards = ingest_sharded(
         symbols,
         start,
         end,
+        compute=compute,
         source=source,
         lakehouse=lakehouse,
         settings=settings,
@@ -138,6 +143,8 @@ def ohlcv(
     metadata = ingest_metadata(report, catalog)
     metadata["path"] = dg.MetadataValue.path(str(lakehouse.ohlcv_dir))
     metadata["skipped_files"] = len(skipped)
+    if shards:
+        metadata["shards"] = dg.MetadataValue.json(shard_metadata(shards))
     if skipped:
         metadata["skipped_file_reasons"] = dg.MetadataValue.json(dict(skipped))
         context.log.warning(f"ohlcv: the source {skipped_line(dict(skipped))}")
@@ -222,6 +229,19 @@ def ingest_metadata(report: IngestReport, catalog: dict[str, Any]) -> dict[str, 
         )
     metadata["lakehouse_symbols"] = len(catalog["symbols"])
     return metadata
+
+
+def shard_metadata(shards: list[ShardResult]) -> dict[str, Any]:
+    """How a distributed run's shards went: count, wall seconds each, the workers used."""
+    seconds = [r.seconds for r in shards]
+    return {
+        "count": len(shards),
+        "workers": sorted({r.worker for r in shards}),
+        "seconds_min": round(min(seconds), 3),
+        "seconds_median": round(statistics.median(seconds), 3),
+        "seconds_max": round(max(seconds), 3),
+        "seconds_total": round(sum(seconds), 3),
+    }
 
 
 # -- the checks ------------------------------------------------------------------
