@@ -42,10 +42,10 @@ TRACKED_JOBS = {DATA_JOB: "data", ALPHA_JOB: "alpha", REPAIR_JOB: "repair", AUDI
 def build_resources(settings: Settings) -> dict[str, object]:
     return {
         "source": source_from_settings(settings),
-        "lakehouse": Lakehouse(data_dir=str(settings.data_dir)),
+        "lakehouse": Lakehouse(data_dir=str(settings.data_dir), locks=settings.locks),
         # The alpha side: read-only lakehouse inputs, outputs into data/runs/{run_id}/.
         "lakehouse_reader": ReadOnlyLakehouseIOManager(data_dir=str(settings.data_dir)),
-        "run_artifacts": RunArtifactIOManager(runs_dir=str(settings.runs_dir)),
+        "run_artifacts": RunArtifactIOManager(runs_dir=str(settings.runs_dir), runs_url=settings.runs_url),
         # MLflow through dagster-mlflow, queued to a background worker (quant_resources/tracking).
         "mlflow": _tracking(settings),
     }
@@ -57,7 +57,7 @@ def _tracking(settings: Settings) -> MlflowTracking:
     uri = tracking_uri_for(settings)
     return MlflowTracking(
         tracking_uri=uri,
-        artifact_location=artifact_location_for(uri),
+        artifact_location=artifact_location_for(uri, settings.mlflow_artifacts_url),
         tracked_jobs=TRACKED_JOBS,
         tags=tracking_tags(),
     )

@@ -19,6 +19,8 @@ from pathlib import Path
 
 from quant_resources.errors import ConfigError
 from quant_resources.layout import StorageLayout
+from quant_resources.locks import check_mode
+from quant_resources.objectstore import split_s3_url
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SOURCES = ("synthetic", "files", "binance")
@@ -57,6 +59,13 @@ class Settings:
     synthetic_seed: int = 7
     binance_base_url: str = "https://data-api.binance.vision"
     mlflow_tracking_uri: str | None = None  # default: sqlite under {data_dir}/mlflow
+    # Shared storage (docs/deployment.md): the lakehouse's lock mode (quant_resources/locks.py),
+    # and object-storage URLs (s3://bucket/prefix; the endpoint of a non-AWS server comes
+    # from AWS_ENDPOINT_URL) for sealed run folders, MLflow artifacts and the DVC remote.
+    locks: str = "auto"
+    runs_url: str | None = None
+    mlflow_artifacts_url: str | None = None
+    dvc_remote: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir).absolute())
@@ -76,6 +85,9 @@ class Settings:
             raise ConfigError(f"gap threshold must be at least 1 day, got {self.gap_threshold_days}")
         if self.synthetic_symbols < 1:
             raise ConfigError(f"synthetic universe needs at least 1 symbol, got {self.synthetic_symbols}")
+        check_mode(self.locks)
+        if self.runs_url is not None:
+            split_s3_url(self.runs_url, "QUANT_RUNS_URL")
 
     # Paths of the storage contract (docs/lakehouse_contract.md): the layout owns them;
     # the properties below are shorthands for its most used ones.
@@ -158,6 +170,14 @@ class Settings:
             kwargs["binance_base_url"] = v
         if v := env.get("QUANT_MLFLOW_TRACKING_URI", "").strip():
             kwargs["mlflow_tracking_uri"] = v
+        if v := env.get("QUANT_LOCKS", "").strip():
+            kwargs["locks"] = v
+        if v := env.get("QUANT_RUNS_URL", "").strip():
+            kwargs["runs_url"] = v
+        if v := env.get("QUANT_MLFLOW_ARTIFACTS_URL", "").strip():
+            kwargs["mlflow_artifacts_url"] = v
+        if v := env.get("QUANT_DVC_REMOTE", "").strip():
+            kwargs["dvc_remote"] = v
         return cls(**kwargs)
 
 

@@ -159,7 +159,7 @@ class _Session(threading.Thread):
         self.tracked = TrackedRun(
             uri, active.info.run_id, active.info.experiment_id, self.mlflow_resource.tracking_client
         )
-        self._reply("opened", {"mlflow_run_id": self.tracked.run_id})
+        self._reply("opened", {"mlflow_run_id": self.tracked.run_id, "artifact_uri": active.info.artifact_uri})
 
     def _log(self, payload: dict[str, Any]) -> None:
         from mlflow.entities import Metric, Param, RunTag
