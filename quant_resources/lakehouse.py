@@ -28,7 +28,9 @@ from quant_resources.atomic import (
     atomic_write_json,
     atomic_write_many,
     atomic_write_parquet,
+    host_name,
     read_json,
+    temp_writer,
 )
 from quant_resources.errors import QuantError
 from quant_resources.layout import StorageLayout
@@ -110,19 +112,20 @@ class Lakehouse(dg.ConfigurableResource):
     def remove_stale_temp_files(self) -> list[Path]:
         """Delete temp files of writers that no longer run (a SIGKILL between write and rename).
 
-        A temp file is named `.{file}.tmp-{pid}-{random}`; it is stale when its pid is gone.
-        Published files are never touched.
+        A temp file is named `.{file}.tmp-{pid}@{host}-{random}`; it is stale when it is this
+        host's and its pid is gone. Another host's are left to that host: on a shared
+        lakehouse, its pid says nothing here. Published files are never touched.
         """
         removed = []
+        here = host_name()
         for folder in (self.root, self.ohlcv_dir):
             if not folder.exists():
                 continue
             for tmp in folder.glob(f".*{TMP_MARKER}*"):
-                try:
-                    pid = int(tmp.name.split(TMP_MARKER, 1)[1].split("-", 1)[0])
-                except ValueError:
+                writer = temp_writer(tmp.name)
+                if writer is None or writer[1] not in (None, here):
                     continue
-                if not _pid_alive(pid):
+                if not _pid_alive(writer[0]):
                     with contextlib.suppress(FileNotFoundError):
                         tmp.unlink()
                         removed.append(tmp)

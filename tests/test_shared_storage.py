@@ -275,3 +275,26 @@ def test_lock_mode_setting(monkeypatch):
     monkeypatch.setenv("QUANT_LOCKS", "nfs")
     with pytest.raises(ConfigError, match="QUANT_LOCKS='nfs': choose one of auto, posix, flock"):
         Settings.from_env()
+
+
+def test_the_temp_file_cleanup_leaves_other_hosts_writes_alone(lakehouse):
+    """On a shared lakehouse a pid means nothing on another host: a temp file of a writer
+    elsewhere is in progress as far as this host knows, and is never removed here."""
+    from quant_resources.atomic import host_name, temp_path, temp_writer
+
+    lakehouse.ohlcv_dir.mkdir(parents=True)
+    target = lakehouse.ohlcv_path("BINANCE", "BTCUSDT")
+    mine = temp_path(target)
+    assert temp_writer(mine.name) == (os.getpid(), host_name())
+    dead = 2**22 + 12345  # above pid_max's default: no such process
+    files = {
+        "dead here": target.with_name(f".{target.name}.tmp-{dead}@{host_name()}-0123abcd"),
+        "dead, before hosts were recorded": target.with_name(f".{target.name}.tmp-{dead}-0123abcd"),
+        "alive here": mine,
+        "elsewhere": target.with_name(f".{target.name}.tmp-{dead}@other-host.example-0123abcd"),
+    }
+    for path in files.values():
+        path.write_bytes(b"partial")
+    removed = set(lakehouse.remove_stale_temp_files())
+    assert removed == {files["dead here"], files["dead, before hosts were recorded"]}
+    assert files["alive here"].exists() and files["elsewhere"].exists()

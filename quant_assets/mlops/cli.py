@@ -197,7 +197,8 @@ def cmd_runs_push(args: argparse.Namespace) -> int:
     if args.run_ids:
         wanted = [settings.layout.run_dir(run_id) for run_id in args.run_ids]
     else:
-        wanted = sorted(p for p in runs_dir.glob("*") if (p / SEAL_FILE).exists()) if runs_dir.is_dir() else []
+        found = runs_dir.glob("*") if runs_dir.is_dir() else []
+        wanted = sorted(p for p in found if not p.name.startswith(".") and (p / SEAL_FILE).exists())
     on_bucket = archived_runs(url)
     todo = [p for p in wanted if p.name not in on_bucket]
     print(f"runs push: {len(wanted)} sealed run folders here, {len(wanted) - len(todo)} already on {url}, {len(todo)} to upload")

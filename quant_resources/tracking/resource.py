@@ -271,8 +271,8 @@ class _Session:
     def _check_artifact_uri(self, artifact_uri: str | None) -> None:
         """An experiment keeps the artifact location it was created with: say so when the
         one asked for now (QUANT_MLFLOW_ARTIFACTS_URL) is not where this run's artifacts go."""
-        wanted = self.artifact_location
-        if wanted and artifact_uri and not artifact_uri.startswith(wanted.rstrip("/") + "/"):
+        wanted = self.artifact_location and self.artifact_location.removeprefix("file://").rstrip("/")
+        if wanted and artifact_uri and not artifact_uri.removeprefix("file://").startswith(wanted + "/"):
             self.log.warning(
                 f"MLflow artifacts of this run go to {artifact_uri}, not under {wanted}: experiment "
                 f"'{self.experiment_name}' keeps the artifact location it was created with; the setting "
