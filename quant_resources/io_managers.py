@@ -240,7 +240,6 @@ class RunArtifactIOManager(dg.ConfigurableIOManager):
         return Artifact(json.loads(path.read_text(encoding="utf-8")), run_dir=run_dir)
 
 
-
 # -- run folders on object storage -----------------------------------------------------------
 ARCHIVE_TAG = "quant/archive"  # on a Dagster run: where its sealed folder was archived, or why not
 
