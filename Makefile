@@ -9,7 +9,8 @@ STAMP := $(VENV)/.installed
 DVC_ENV := $(VENV)/tools/dvc
 DVC := $(DVC_ENV)/bin/dvc
 # The one place DVC's version is chosen (the tests build the tool with `make dvc-tool` too).
-DVC_REQUIREMENT := dvc>=3.50,<4
+# With the S3 plugin: QUANT_DVC_REMOTE=s3://... (an older tool env without it: rm -rf .venv/tools/dvc).
+DVC_REQUIREMENT := dvc[s3]>=3.50,<4
 MLFLOW_PORT ?= 5000
 
 # Telemetry off for every command started from here (MLflow ignores DO_NOT_TRACK=1).

@@ -45,12 +45,12 @@ def build_resources(settings: Settings) -> dict[str, object]:
         # assets are module-level, so nothing closes over them.
         "settings": dg.ResourceDefinition.hardcoded_resource(settings, "the quant-lakehouse Settings"),
         "source": source_from_settings(settings),
-        "lakehouse": Lakehouse(data_dir=str(settings.data_dir)),
+        "lakehouse": Lakehouse(data_dir=str(settings.data_dir), locks=settings.locks),
         # Where ingestion's symbol shards run: this process, or a Dask cluster (QUANT_COMPUTE).
         "compute": compute_for(settings.compute, settings.dask_scheduler),
         # The alpha side: read-only lakehouse inputs, outputs into data/runs/{run_id}/.
         "lakehouse_reader": ReadOnlyLakehouseIOManager(data_dir=str(settings.data_dir)),
-        "run_artifacts": RunArtifactIOManager(runs_dir=str(settings.runs_dir)),
+        "run_artifacts": RunArtifactIOManager(runs_dir=str(settings.runs_dir), runs_url=settings.runs_url),
         # MLflow through dagster-mlflow, queued to a background worker (quant_resources/tracking).
         "mlflow": _tracking(settings),
     }
@@ -63,7 +63,7 @@ def _tracking(settings: Settings) -> MlflowTracking:
     uri = tracking_uri_for(settings)
     return MlflowTracking(
         tracking_uri=uri,
-        artifact_location=artifact_location_for(uri),
+        artifact_location=artifact_location_for(uri, settings.mlflow_artifacts_url),
         tracked_jobs=TRACKED_JOBS,
         tags=tracking_tags(),
     )

@@ -8,9 +8,12 @@ before the rename leaves the previous file untouched and removes the temp file.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
+import re
 import shutil
+import socket
 import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -19,6 +22,36 @@ from typing import Any
 import polars as pl
 
 TMP_MARKER = ".tmp-"
+
+
+@functools.cache
+def host_name() -> str:
+    """This host's name as it may appear in a file name."""
+    return re.sub(r"[^A-Za-z0-9.-]", "-", socket.gethostname())[:63] or "host"
+
+
+def temp_path(path: Path) -> Path:
+    """`.{name}.tmp-{pid}@{host}-{random}` beside `path`: the pid and host of the writer, so
+    that a cleanup on a shared lakehouse removes only the temp files of dead writers of
+    its own host (`Lakehouse.remove_stale_temp_files`)."""
+    return path.with_name(f".{path.name}{TMP_MARKER}{os.getpid()}@{host_name()}-{uuid.uuid4().hex[:8]}")
+
+
+def temp_writer(name: str) -> tuple[int, str | None] | None:
+    """(pid, host) of a temp file's writer from its name; host None for names of before
+    hosts were recorded; None when `name` is no temp file."""
+    if TMP_MARKER not in name:
+        return None
+    rest = name.split(TMP_MARKER, 1)[1]
+    pid, at, tail = rest.partition("@")
+    if not at:
+        pid, host = rest.split("-", 1)[0], None
+    else:
+        host = tail.rsplit("-", 1)[0]
+    try:
+        return int(pid), host
+    except ValueError:
+        return None
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -36,7 +69,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temp path beside `path`; on clean exit it replaces `path` atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}{TMP_MARKER}{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    tmp = temp_path(path)
     try:
         yield tmp
         with open(tmp, "rb+") as handle:
@@ -89,7 +122,7 @@ def atomic_write_many(items: Iterable[tuple[Path, bytes]]) -> int:
         for path, data in items:
             path = Path(path)
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}{TMP_MARKER}{os.getpid()}-{uuid.uuid4().hex[:8]}")
+            tmp = temp_path(path)
             pending.append((tmp, path))
             tmp.write_bytes(data)
         if not pending:

@@ -8,11 +8,15 @@
   belongs to another run. When a run succeeds, `seal` makes its folder read-only: a
   `.finished` marker, files 0444, folders 0555. Every writer checks the marker
   (`check_run_folder_writable`), so a finished folder is refused in code even for root,
-  whom mode bits do not stop.
+  whom mode bits do not stop. With `runs_url` (QUANT_RUNS_URL, `s3://bucket/prefix`)
+  `archive` then uploads the sealed folder (`push_run_folder`): the seal stays the
+  commit point, an upload failure is reported and retried by `quant runs push`, and
+  `fetch_run_folder` brings a folder that is not on this disk back from the bucket.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -157,6 +161,7 @@ class RunArtifactIOManager(dg.ConfigurableIOManager):
     """Stores each alpha output in `{runs_dir}/{run_id}/{artifact}`; never overwrites another run's files."""
 
     runs_dir: str
+    runs_url: str | None = None  # s3://bucket/prefix: sealed folders are archived there
 
     def run_dir(self, run_id: str) -> Path:
         return run_folder(self.runs_dir, run_id)
@@ -173,6 +178,25 @@ class RunArtifactIOManager(dg.ConfigurableIOManager):
         run_dir = self.run_dir(run_id)
         seal_run_folder(run_dir, run_id)
         return run_dir
+
+    def archive(self, run_id: str, log: Any, instance: dg.DagsterInstance | None = None) -> str | None:
+        """Upload the sealed folder of `run_id` to `runs_url`; its URL, or None when not
+        archived (no `runs_url`, or the upload failed). Never raises: the run is finished
+        once sealed. The outcome goes to the run's log and its `quant/archive` tag."""
+        if not self.runs_url:
+            return None
+        try:
+            done = push_run_folder(self.runs_url, self.run_dir(run_id))
+        except Exception as exc:  # noqa: BLE001 - any failure: reported, the run stays sealed
+            log.error(
+                f"run folder {self.run_dir(run_id)} is sealed but NOT archived to {self.runs_url}: {exc}. "
+                "`quant runs push` uploads every sealed folder the bucket lacks."
+            )
+            _tag(instance, run_id, f"failed: {str(exc)[:400]}")
+            return None
+        log.info(f"run folder archived to {done.url} ({done.files} files, {done.bytes} bytes)")
+        _tag(instance, run_id, done.url)
+        return done.url
 
     def _filename(self, context: dg.OutputContext | dg.InputContext) -> str:
         metadata = context.definition_metadata or {}
@@ -215,3 +239,73 @@ class RunArtifactIOManager(dg.ConfigurableIOManager):
             return Artifact(pl.read_parquet(path), run_dir=run_dir)
         return Artifact(json.loads(path.read_text(encoding="utf-8")), run_dir=run_dir)
 
+
+# -- run folders on object storage -----------------------------------------------------------
+ARCHIVE_TAG = "quant/archive"  # on a Dagster run: where its sealed folder was archived, or why not
+
+
+def push_run_folder(runs_url: str, run_dir: Path):
+    """Upload the sealed folder `run_dir` under `runs_url`, `.finished` last (`ObjectStore`)."""
+    from quant_resources.objectstore import ObjectStore
+
+    if not (run_dir / SEAL_FILE).exists():
+        raise QuantError(f"{run_dir} is not sealed ({SEAL_FILE} missing): only finished runs are archived")
+    return ObjectStore(runs_url).upload_folder(run_dir, run_dir.name, SEAL_FILE)
+
+
+def archived_runs(runs_url: str) -> set[str]:
+    """Run ids whose folder is on the bucket whole (its `.finished` uploaded)."""
+    from quant_resources.objectstore import ObjectStore
+
+    return ObjectStore(runs_url).complete_folders(SEAL_FILE)
+
+
+def fetch_run_folder(runs_url: str, runs_dir: Path, run_id: str) -> Path:
+    """Download the archived folder of `run_id` into `runs_dir`, sealed as it was.
+
+    It is assembled in a hidden folder beside its place and renamed into it, so a reader
+    never sees half a folder. Each object's path is vetted like an artifact name.
+    """
+    from quant_resources.objectstore import ObjectStore
+
+    final = run_folder(runs_dir, run_id)
+    if final.exists():
+        return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staging = final.with_name(f".{run_id}.fetch-{os.getpid()}")
+
+    def check(parts: list[str]) -> None:
+        if len(parts) == 1 and parts[0] in (OWNER_FILE, SEAL_FILE):
+            return
+        for part in parts:
+            validate_name(part, "archived file")
+
+    try:
+        ObjectStore(runs_url).download_folder(run_id, staging, SEAL_FILE, check)
+        owner = staging / OWNER_FILE
+        if owner.exists() and owner.read_text().strip() != run_id:
+            raise QuantError(f"{runs_url}/{run_id} belongs to run {owner.read_text().strip()}: not fetched")
+        seal_run_folder(staging, run_id)
+        try:
+            os.rename(staging, final)
+        except OSError:
+            if not final.exists():  # not a fetch by someone else that won the race
+                raise
+    finally:
+        if staging.exists():
+            _remove_tree(staging)
+    return final
+
+
+def _remove_tree(root: Path) -> None:
+    import shutil
+
+    for folder, _, _ in os.walk(root):
+        os.chmod(folder, 0o755)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def _tag(instance: dg.DagsterInstance | None, run_id: str, value: str) -> None:
+    if instance is not None:
+        with contextlib.suppress(Exception):  # the log line already says it
+            instance.add_run_tags(run_id, {ARCHIVE_TAG: value})

@@ -1,7 +1,8 @@
 """The read-write lakehouse resource: the only writer of `data/lakehouse/` and of the
 day's candidates in `data/export/`.
 
-It owns the per-symbol locks, the atomic merge of new bars into a symbol's Parquet file,
+It owns the per-symbol locks (`HostLock`: POSIX locks that hold across the hosts sharing
+the lakehouse, quant_resources/locks.py), the atomic merge of new bars into a symbol's Parquet file,
 the catalog and registry updates, the candidates files, and the gate through which the
 feature table is committed. Paths come from `StorageLayout`. Domain rules (what to
 fetch, how to clean, how to score, how to compute and commit indicators) live in
@@ -21,17 +22,19 @@ from typing import Any, TypeVar
 import dagster as dg
 import numpy as np
 import polars as pl
-from filelock import FileLock
 
 from quant_resources.atomic import (
     TMP_MARKER,
     atomic_write_json,
     atomic_write_many,
     atomic_write_parquet,
+    host_name,
     read_json,
+    temp_writer,
 )
 from quant_resources.errors import QuantError
 from quant_resources.layout import StorageLayout
+from quant_resources.locks import HostLock
 from quant_resources.schema import OHLCV_COLUMNS, OHLCV_SCHEMA, SymbolInfo, symbols_frame
 from quant_resources.symbols import symbol_key
 
@@ -52,6 +55,7 @@ class Lakehouse(dg.ConfigurableResource):
     """Read-write access to `{data_dir}/lakehouse`. Given only to data-cycle assets."""
 
     data_dir: str
+    locks: str = "auto"  # QUANT_LOCKS: auto, posix or flock (quant_resources/locks.py)
 
     # -- paths (shorthands of the layout) ------------------------------------
     @property
@@ -98,10 +102,8 @@ class Lakehouse(dg.ConfigurableResource):
     # -- locks -------------------------------------------------------------
     @contextlib.contextmanager
     def lock(self, name: str) -> Iterator[None]:
-        """An inter-process lock (also exclusive between threads) on `name`."""
-        path = self.layout.lock_path(name)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(path), timeout=LOCK_TIMEOUT_S):
+        """A lock on `name`, exclusive between threads, processes and hosts (`HostLock`)."""
+        with HostLock(self.layout.lock_path(name), timeout=LOCK_TIMEOUT_S, mode=self.locks):
             yield
 
     def check_writable(self) -> None:
@@ -110,19 +112,20 @@ class Lakehouse(dg.ConfigurableResource):
     def remove_stale_temp_files(self) -> list[Path]:
         """Delete temp files of writers that no longer run (a SIGKILL between write and rename).
 
-        A temp file is named `.{file}.tmp-{pid}-{random}`; it is stale when its pid is gone.
-        Published files are never touched.
+        A temp file is named `.{file}.tmp-{pid}@{host}-{random}`; it is stale when it is this
+        host's and its pid is gone. Another host's are left to that host: on a shared
+        lakehouse, its pid says nothing here. Published files are never touched.
         """
         removed = []
+        here = host_name()
         for folder in (self.root, self.ohlcv_dir):
             if not folder.exists():
                 continue
             for tmp in folder.glob(f".*{TMP_MARKER}*"):
-                try:
-                    pid = int(tmp.name.split(TMP_MARKER, 1)[1].split("-", 1)[0])
-                except ValueError:
+                writer = temp_writer(tmp.name)
+                if writer is None or writer[1] not in (None, here):
                     continue
-                if not _pid_alive(pid):
+                if not _pid_alive(writer[0]):
                     with contextlib.suppress(FileNotFoundError):
                         tmp.unlink()
                         removed.append(tmp)
@@ -178,7 +181,11 @@ class Lakehouse(dg.ConfigurableResource):
         path = self.ohlcv_path(exchange, symbol)
         with self.lock(symbol_key(exchange, symbol)):
             try:
-                stat = path.stat()
+                # fstat of an opened file, not stat of the path: on NFS an open revalidates
+                # with the server (close-to-open), a stat may answer from a cache that has
+                # not seen another host's rename yet.
+                with open(path, "rb") as handle:
+                    stat = os.fstat(handle.fileno())
                 version = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
             except FileNotFoundError:
                 version = None
@@ -275,7 +282,8 @@ class Lakehouse(dg.ConfigurableResource):
     def read_symbols(self) -> pl.DataFrame | None:
         if not self.symbols_path.exists():
             return None
-        return pl.read_parquet(self.symbols_path)
+        with open(self.symbols_path, "rb") as handle:  # one version (see read_ohlcv_file)
+            return pl.read_parquet(handle)
 
     def update_symbols(self, infos: list[SymbolInfo]) -> pl.DataFrame:
         """Upsert symbols into `symbols.parquet` (keyed by exchange and symbol)."""
@@ -301,9 +309,14 @@ def _pid_alive(pid: int) -> bool:
 
 
 def read_ohlcv_file(path: Path) -> pl.DataFrame:
-    """Read one lakehouse file, with an error naming it when it is damaged."""
+    """Read one lakehouse file, with an error naming it when it is damaged.
+
+    Through one open handle: polars given a path may open it more than once, and a writer
+    renaming a new version into place in between (another process, or another host) would
+    hand it the footer of one version and the pages of the other."""
     try:
-        frame = pl.read_parquet(path, columns=list(OHLCV_COLUMNS))
+        with open(path, "rb") as handle:
+            frame = pl.read_parquet(handle, columns=list(OHLCV_COLUMNS))
     except Exception as exc:  # polars raises several types for a damaged file
         raise LakehouseError(
             f"cannot read lakehouse file {path}: {exc.__class__.__name__}: {str(exc)[:200]}; "

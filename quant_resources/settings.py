@@ -19,6 +19,8 @@ from pathlib import Path
 
 from quant_resources.errors import ConfigError
 from quant_resources.layout import StorageLayout
+from quant_resources.locks import check_mode
+from quant_resources.objectstore import split_s3_url
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SOURCES = ("synthetic", "files", "binance")
@@ -63,6 +65,13 @@ class Settings:
     compute: str = "inprocess"
     dask_scheduler: str | None = None
     shard_symbols: int = 100  # symbols per shard handed to a cluster worker
+    # Shared storage (docs/deployment.md): the lakehouse's lock mode (quant_resources/locks.py),
+    # and object-storage URLs (s3://bucket/prefix; the endpoint of a non-AWS server comes
+    # from AWS_ENDPOINT_URL) for sealed run folders, MLflow artifacts and the DVC remote.
+    locks: str = "auto"
+    runs_url: str | None = None
+    mlflow_artifacts_url: str | None = None
+    dvc_remote: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir).absolute())
@@ -92,6 +101,9 @@ class Settings:
             raise ConfigError(f"a shard needs at least 1 symbol, got {self.shard_symbols} (QUANT_SHARD_SYMBOLS)")
         if self.synthetic_symbols < 1:
             raise ConfigError(f"synthetic universe needs at least 1 symbol, got {self.synthetic_symbols}")
+        check_mode(self.locks)
+        if self.runs_url is not None:
+            split_s3_url(self.runs_url, "QUANT_RUNS_URL")
 
     # Paths of the storage contract (docs/lakehouse_contract.md): the layout owns them;
     # the properties below are shorthands for its most used ones.
@@ -180,6 +192,14 @@ class Settings:
             kwargs["dask_scheduler"] = v
         if v := env.get("QUANT_SHARD_SYMBOLS"):
             kwargs["shard_symbols"] = _parse_number("QUANT_SHARD_SYMBOLS", v, int)
+        if v := env.get("QUANT_LOCKS", "").strip():
+            kwargs["locks"] = v
+        if v := env.get("QUANT_RUNS_URL", "").strip():
+            kwargs["runs_url"] = v
+        if v := env.get("QUANT_MLFLOW_ARTIFACTS_URL", "").strip():
+            kwargs["mlflow_artifacts_url"] = v
+        if v := env.get("QUANT_DVC_REMOTE", "").strip():
+            kwargs["dvc_remote"] = v
         return cls(**kwargs)
 
 

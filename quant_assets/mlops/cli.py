@@ -2,6 +2,7 @@
 
 - `quant reproduce RUN_ID`: restore the lakehouse that alpha run read, re-run it, compare.
 - `quant champion`: the `selection-policy` versions holding champion and challenger.
+- `quant runs push|pull`: sealed run folders to and from object storage (QUANT_RUNS_URL).
 - `quant pull`: restore the lakehouse version recorded in dvc.lock when it is missing or
   behind, by hand. Runs do it themselves: `lakehouse_restore`, the data job's first step.
 - `restore_before_catch_up`: what `quant production` runs before it plans the catch-up.
@@ -41,6 +42,15 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--force", action="store_true", help="pull even when the lakehouse is not behind")
     p.set_defaults(func=cmd_pull)
+
+    p = sub.add_parser("runs", help="sealed run folders on object storage (QUANT_RUNS_URL)")
+    runs = p.add_subparsers(dest="runs_command", required=True)
+    q = runs.add_parser("push", help="upload every sealed run folder the bucket lacks (or only RUN_ID...)")
+    q.add_argument("run_ids", nargs="*", metavar="RUN_ID")
+    q.set_defaults(func=cmd_runs_push)
+    q = runs.add_parser("pull", help="download archived run folders that are not on this disk")
+    q.add_argument("run_ids", nargs="+", metavar="RUN_ID")
+    q.set_defaults(func=cmd_runs_pull)
 
     p = sub.add_parser("mlflow-ui", help="start the MLflow UI over the tracking store on 127.0.0.1")
     p.add_argument("--host", default="127.0.0.1")
@@ -98,6 +108,8 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
     result = reproduce(get_settings(), args.run_id, keep=args.keep)
     print(f"reproduce {result.run_id} (as of {result.as_of})")
+    if result.fetched_from:
+        print(f"  run folder: not on this disk, fetched from {result.fetched_from}")
     print(f"  lakehouse: {result.source_detail}")
     print(f"  features: {result.features_detail}")
     print(f"  re-ran the alpha cycle as run {result.rerun_id} in {result.seconds:.1f}s")
@@ -168,6 +180,58 @@ def _metrics_line(metrics: dict) -> str:
     )
 
 
+def _runs_url(settings) -> str:
+    if not settings.runs_url:
+        raise QuantError("QUANT_RUNS_URL is not set: say where run folders are archived (s3://bucket/prefix)")
+    return settings.runs_url
+
+
+def cmd_runs_push(args: argparse.Namespace) -> int:
+    """Upload sealed run folders the bucket lacks: what a failed upload at the end of a run left."""
+    from quant_resources.io_managers import SEAL_FILE, archived_runs, push_run_folder
+    from quant_resources.settings import get_settings
+
+    settings = get_settings()
+    url = _runs_url(settings)
+    runs_dir = settings.runs_dir
+    if args.run_ids:
+        wanted = [settings.layout.run_dir(run_id) for run_id in args.run_ids]
+    else:
+        found = runs_dir.glob("*") if runs_dir.is_dir() else []
+        wanted = sorted(p for p in found if not p.name.startswith(".") and (p / SEAL_FILE).exists())
+    on_bucket = archived_runs(url)
+    todo = [p for p in wanted if p.name not in on_bucket]
+    print(f"runs push: {len(wanted)} sealed run folders here, {len(wanted) - len(todo)} already on {url}, {len(todo)} to upload")
+    failed = 0
+    for run_dir in todo:
+        try:
+            done = push_run_folder(url, run_dir)
+        except QuantError as exc:
+            failed += 1
+            print(f"  {run_dir.name}: FAILED: {exc}")
+            continue
+        print(f"  {run_dir.name}: {done.files} files, {done.bytes} bytes -> {done.url}")
+    if failed:
+        print(f"runs push: {failed} of {len(todo)} failed; run it again")
+    return 1 if failed else 0
+
+
+def cmd_runs_pull(args: argparse.Namespace) -> int:
+    from quant_resources.io_managers import fetch_run_folder
+    from quant_resources.settings import get_settings
+
+    settings = get_settings()
+    url = _runs_url(settings)
+    for run_id in args.run_ids:
+        run_dir = settings.layout.run_dir(run_id)
+        if run_dir.exists():
+            print(f"  {run_id}: already here ({run_dir})")
+            continue
+        fetch_run_folder(url, settings.runs_dir, run_id)
+        print(f"  {run_id}: fetched from {url} into {run_dir}")
+    return 0
+
+
 def cmd_pull(args: argparse.Namespace) -> int:
     from quant_assets.mlops.dvc import pull_lakehouse, pull_status
     from quant_resources.layout import StorageLayout
@@ -191,12 +255,14 @@ def cmd_mlflow_ui(args: argparse.Namespace) -> int:
     from quant_resources.tracking.resource import artifact_location_for, redact, tracking_uri_for
     from quant_resources.tracking.worker import ensure_sqlite_store, sqlite_store_path
 
-    uri = tracking_uri_for(get_settings())
-    artifacts = artifact_location_for(uri)
+    settings = get_settings()
+    uri = tracking_uri_for(settings)
+    artifacts = artifact_location_for(uri, settings.mlflow_artifacts_url)
     store = sqlite_store_path(uri)
     if store is not None:
         ensure_sqlite_store(store, artifacts)  # from the migrated template: starts in seconds
-        Path(artifacts).mkdir(parents=True, exist_ok=True)
+        if "://" not in artifacts:
+            Path(artifacts).mkdir(parents=True, exist_ok=True)
     mlflow = Path(sys.executable).with_name("mlflow")
     command = [str(mlflow), "server", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port), "--workers", "1"]
     if artifacts:

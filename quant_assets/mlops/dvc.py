@@ -17,6 +17,10 @@ calls the rest: the data job's first step (`quant_assets/data/restore.py`), the 
   default remote) or when the cache lacks the recorded version's listing (`dvc fetch`):
   deciding that there is nothing to do costs no DVC process. `pull_status` is its
   (needed, why) for `quant pull`.
+- `QUANT_DVC_REMOTE` (e.g. `s3://bucket/dvc`): every DVC command of `quant` first makes it
+  the default remote `quant` of this checkout (`.dvc/config.local`, the committed
+  `.dvc/config` untouched), its `endpointurl` from AWS_ENDPOINT_URL for a non-AWS S3
+  server (`DvcProject.use_remote`). S3 needs the tool environment built with `dvc[s3]`.
 - `restore_version`: checks any recorded version out into a scratch DVC workspace (the
   project's cache first, its default remote for what the cache lacks), for
   `quant reproduce`.
@@ -39,11 +43,13 @@ import yaml
 
 from quant_resources.errors import QuantError
 from quant_resources.layout import StorageLayout
-from quant_resources.settings import PROJECT_ROOT
+from quant_resources.objectstore import endpoint_url
+from quant_resources.settings import PROJECT_ROOT, get_settings
 
 STAGE = "data_cycle"
 DVC_TOOL = PROJECT_ROOT / ".venv" / "tools" / "dvc" / "bin" / "dvc"
 DVC_ENV = {"DVC_NO_ANALYTICS": "1"}
+REMOTE = "quant"  # the remote QUANT_DVC_REMOTE configures
 
 
 class DvcError(QuantError):
@@ -174,7 +180,27 @@ class DvcProject:
                 f"no DVC project (dvc.yaml and .dvc/) at or above {data_dir}: DVC versions the "
                 "lakehouse of a quant-lakehouse checkout; run there, or leave out --dvc"
             )
-        return cls(root, dvc or dvc_executable())
+        project = cls(root, dvc or dvc_executable())
+        if url := get_settings().dvc_remote:
+            project.use_remote(url, endpoint_url())
+        return project
+
+    def use_remote(self, url: str, endpoint: str | None = None) -> None:
+        """Make `url` the default remote `quant` of this checkout, in `.dvc/config.local`
+        (never committed; it overrides `.dvc/config`), with `endpointurl` for an s3:// URL
+        when `endpoint` is given. No DVC process when the file already says so."""
+        local = self.root / ".dvc" / "config.local"
+        section = f'remote "{REMOTE}'  # how `_config_value` reads the header ['remote "quant"']
+        endpoint = endpoint if url.startswith("s3://") else None
+        if (
+            _config_value(local, "core", "remote") == REMOTE
+            and _config_value(local, section, "url") == url
+            and _config_value(local, section, "endpointurl") == endpoint
+        ):
+            return
+        self.run("remote", "add", "--local", "--default", "--force", REMOTE, url)
+        if endpoint:
+            self.run("remote", "modify", "--local", REMOTE, "endpointurl", endpoint)
 
     def run(self, *args: str, cwd: Path | None = None) -> str:
         """Run `dvc args...`; its stdout, or DvcError with DVC's own last words."""

@@ -84,6 +84,7 @@ class Reproduction:
     seconds: float
     comparisons: list[FileComparison] = field(default_factory=list)
     features_detail: str = ""
+    fetched_from: str | None = None  # the bucket URL, when the run folder was not on this disk
 
     @property
     def identical(self) -> bool:
@@ -107,6 +108,12 @@ def reproduce(
     from quant_resources.tracking import TRACKING_TAG
 
     original = settings.layout.run_dir(run_id)  # the run id validated before it becomes a path
+    fetched_from = None
+    if not original.exists() and settings.runs_url:  # run on another host: its archived folder
+        from quant_resources.io_managers import fetch_run_folder
+
+        fetch_run_folder(settings.runs_url, settings.runs_dir, run_id)
+        fetched_from = f"{settings.runs_url.rstrip('/')}/{run_id}"
     manifest = _read_json(original / "manifest.json", run_id)
     as_of = dt.date.fromisoformat(manifest["as_of"])
     workspace = Path(tempfile.mkdtemp(prefix=f"quant-reproduce-{run_id[:8]}-"))
@@ -117,7 +124,7 @@ def reproduce(
         )
         _write_candidates(workspace / "data", manifest)
         rerun_settings = settings.replace(
-            data_dir=workspace / "data", history_start=min(settings.history_start, as_of)
+            data_dir=workspace / "data", history_start=min(settings.history_start, as_of), runs_url=None
         )
         overrides = recorded_run_config(original, manifest)
         if pin is not None:
@@ -133,6 +140,7 @@ def reproduce(
         result = Reproduction(
             run_id, summary.run_id, manifest["as_of"], source, detail, workspace,
             time.perf_counter() - started, features_detail=features_detail,
+            fetched_from=fetched_from,
         )
         recorded = manifest.get("feature_store_version")
         result.comparisons = compare_runs(

@@ -85,6 +85,7 @@ class MlflowTracking(dg.ConfigurableResource):
             _Session.warn_unavailable(context.log, self.tracking_uri, f"the tracking worker did not start: {exc}")
             return
         self._session = session
+        session.artifact_location = self.artifact_location
         self._session.send(
             worker_module.OPEN,
             {
@@ -97,6 +98,7 @@ class MlflowTracking(dg.ConfigurableResource):
                 "env": {
                     "MLFLOW_HTTP_REQUEST_TIMEOUT": str(self.http_timeout_s),
                     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(self.http_max_retries),
+                    **object_store_env(os.environ),
                 },
             },
         )
@@ -208,6 +210,7 @@ class _Session:
         self.tracking_uri = tracking_uri
         self.worker = _Worker.get()
         self.mlflow_run_id: str | None = None
+        self.artifact_location: str | None = None
         self.failure: str | None = None
         self.warned = False
         self.closed = False
@@ -259,10 +262,22 @@ class _Session:
         for kind, payload in replies:
             if kind == "opened":
                 self.mlflow_run_id = payload["mlflow_run_id"]
+                self._check_artifact_uri(payload.get("artifact_uri"))
             elif kind == "error":
                 self._warn(f"{payload['op']} failed: {payload['message']}")
             elif kind == "closed":
                 self.closed = True
+
+    def _check_artifact_uri(self, artifact_uri: str | None) -> None:
+        """An experiment keeps the artifact location it was created with: say so when the
+        one asked for now (QUANT_MLFLOW_ARTIFACTS_URL) is not where this run's artifacts go."""
+        wanted = self.artifact_location and self.artifact_location.removeprefix("file://").rstrip("/")
+        if wanted and artifact_uri and not artifact_uri.removeprefix("file://").startswith(wanted + "/"):
+            self.log.warning(
+                f"MLflow artifacts of this run go to {artifact_uri}, not under {wanted}: experiment "
+                f"'{self.experiment_name}' keeps the artifact location it was created with; the setting "
+                "applies to a new tracking store or experiment (docs/deployment.md, 'Object storage')"
+            )
 
     def _warn(self, reason: str) -> None:
         with self._lock:
@@ -356,12 +371,27 @@ class _Worker:
                 return
 
 
+def object_store_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """The S3 settings of this process for the tracking worker (a child forked earlier
+    has the environment of its fork): AWS_* and MLFLOW_S3_*, and MLflow's S3 endpoint
+    from AWS_ENDPOINT_URL when it has none of its own."""
+    env = {k: v for k, v in environ.items() if k.startswith(("AWS_", "MLFLOW_S3_"))}
+    endpoint = env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
+    if endpoint and "MLFLOW_S3_ENDPOINT_URL" not in env:
+        env["MLFLOW_S3_ENDPOINT_URL"] = endpoint
+    return env
+
+
 def tracking_uri_for(settings) -> str:
     """The tracking store of these settings (`Settings.tracking_uri`)."""
     return settings.tracking_uri
 
 
-def artifact_location_for(tracking_uri: str) -> str | None:
-    """`artifacts/` beside a sqlite store; None (the server decides) for any other store."""
+def artifact_location_for(tracking_uri: str, artifacts_url: str | None = None) -> str | None:
+    """Where a new experiment keeps its artifacts: `artifacts_url` when given
+    (QUANT_MLFLOW_ARTIFACTS_URL, e.g. `s3://bucket/mlflow`), else `artifacts/` beside a
+    sqlite store, else None (the tracking server decides)."""
+    if artifacts_url:
+        return artifacts_url.rstrip("/")
     store = worker_module.sqlite_store_path(tracking_uri)
     return str(store.parent / "artifacts") if store is not None else None

@@ -134,6 +134,8 @@ class _Session(threading.Thread):
         from dagster._core.storage.dagster_run import DagsterRun
         from dagster_mlflow import mlflow_tracking
 
+        for key in [k for k in os.environ if k.startswith(("AWS_", "MLFLOW_S3_")) and k not in payload["env"]]:
+            del os.environ[key]  # the S3 settings are the run's process's (`object_store_env`), not an earlier run's
         os.environ.update(payload["env"])
         uri = payload["tracking_uri"]
         store = sqlite_store_path(uri)
@@ -159,7 +161,7 @@ class _Session(threading.Thread):
         self.tracked = TrackedRun(
             uri, active.info.run_id, active.info.experiment_id, self.mlflow_resource.tracking_client
         )
-        self._reply("opened", {"mlflow_run_id": self.tracked.run_id})
+        self._reply("opened", {"mlflow_run_id": self.tracked.run_id, "artifact_uri": active.info.artifact_uri})
 
     def _log(self, payload: dict[str, Any]) -> None:
         from mlflow.entities import Metric, Param, RunTag

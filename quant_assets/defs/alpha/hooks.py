@@ -25,3 +25,4 @@ def seal_finished_run(context: dg.HookContext) -> None:
     }
     if planned <= succeeded | {context.step_key}:
         context.resources.run_artifacts.seal(context.run_id)
+        context.resources.run_artifacts.archive(context.run_id, context.log, context.instance)
