@@ -1,8 +1,9 @@
 """The `selection-policy` pyfunc model, logged from code (MLflow's models-from-code).
 
 MLflow copies this file into the model and runs it when the model is loaded; the policy
-parameters travel as the model's `model_config`. Loading needs quant-lakehouse installed
-(the model's requirements say so). Never imported by the project itself.
+(the run's `optimization.json`: `Policy.to_dict()`, its hash and the previous weights the
+run traded from) travels as the model's `model_config`. Loading needs quant-lakehouse
+installed (the model's requirements say so). Never imported by the project itself.
 """
 
 import mlflow
@@ -14,14 +15,19 @@ from quant_assets.mlops.registry import policy_weights
 
 class SelectionPolicy(mlflow.pyfunc.PythonModel):
     """predict(returns) -> weights: a dates x symbols frame of daily simple returns (a
-    `date` column is optional) in, a (symbol, weight) frame out."""
+    `date` column is optional) in, a (symbol, weight) frame out. A turnover-controlled
+    policy trades from the previous weights its run recorded; `weights(returns, previous)`
+    (through `unwrap_python_model()`) takes other holdings."""
 
     def load_context(self, context):
         self.parameters = dict(context.model_config or {})
 
+    def weights(self, returns, previous=None) -> pd.DataFrame:
+        frame = returns if isinstance(returns, pl.DataFrame) else pl.from_pandas(pd.DataFrame(returns))
+        return policy_weights(frame, self.parameters, previous).to_pandas()
+
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
-        returns = model_input if isinstance(model_input, pl.DataFrame) else pl.from_pandas(pd.DataFrame(model_input))
-        return policy_weights(returns, self.parameters).to_pandas()
+        return self.weights(model_input)
 
 
 mlflow.models.set_model(SelectionPolicy())

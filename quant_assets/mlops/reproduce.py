@@ -10,7 +10,10 @@
      catalog rebuilt from the manifest. A candidate the run excluded for a level shift
      gets an empty stand-in file: the snapshot plan checks it exists, never reads it.
    Either way `candidates.json` of the day is rebuilt from the manifest: the run planned
-   exactly its snapshot files plus its exclusions.
+   exactly its snapshot files plus its exclusions. When the run traded from a previous
+   run's weights (a turnover-controlled policy: `optimization.json["previous"]`), a
+   stand-in of that previous run goes into the workspace's runs folder
+   (`alpha.runs.restore_previous_run`), so the re-run trades from the same weights.
 3. Re-run the alpha cycle for the as-of day with the recorded run config (snapshot,
    selection, optimisation, backtest), on an ephemeral Dagster instance, tracking off.
 4. Compare the two run folders file by file:
@@ -109,6 +112,7 @@ def reproduce(
         rerun_settings = settings.replace(
             data_dir=workspace / "data", history_start=min(settings.history_start, as_of)
         )
+        _restore_previous(original, manifest, rerun_settings.runs_dir)
         started = time.perf_counter()
         summary = runner.run_alpha(
             rerun_settings,
@@ -151,6 +155,18 @@ def recorded_run_config(run_dir: Path, manifest: dict[str, Any]) -> dict[str, di
         "portfolio_weights": dict(optimization),
         "backtest": dict(backtest),
     }
+
+
+def _restore_previous(run_dir: Path, manifest: dict[str, Any], runs_dir: Path) -> None:
+    """The previous run the original traded from, as a stand-in in the re-run's runs folder."""
+    from quant_assets.alpha.runs import restore_previous_run
+
+    path = run_dir / "optimization.json"
+    recorded = _read_json(path, run_dir.name) if path.exists() else {}
+    if recorded.get("previous"):
+        restore_previous_run(
+            runs_dir, recorded["previous"], manifest.get("universe"), recorded["policy_hash"]
+        )
 
 
 def compare_runs(original: Path, rerun: Path, *, with_features: bool) -> list[FileComparison]:
