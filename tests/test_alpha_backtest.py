@@ -25,6 +25,7 @@ from quant_assets.alpha.metrics import (
     sortino_ratio,
     turnover,
 )
+from quant_assets.alpha.params import OptimizationParams, RebalanceParams
 
 
 def business_days(start: str, count: int) -> np.ndarray:
@@ -103,10 +104,8 @@ def test_buy_and_hold_between_rebalances_by_hand():
         returns,
         business_days("2024-03-01", 7),
         ["A", "B"],
-        rebalance=3,
-        lookback_days=2,
-        objective="equal_weight",
-        cost_bps=10.0,
+        OptimizationParams(objective="equal_weight", lookback=2),
+        RebalanceParams(frequency=3, cost_bps=10.0),
     )
 
     values = np.array([0.5 * 1.1, 0.5 * 0.9])  # after row 3
@@ -132,8 +131,8 @@ def test_no_look_ahead(objective):
     returns = panel(n_obs, n_symbols, seed=1, young={3: 200, 7: 330})
     days = business_days("2020-01-01", n_obs)
     symbols = [f"S{j}" for j in range(n_symbols)]
-    kwargs = dict(lookback_days=120, objective=objective, max_weight=0.3)
-    original = walk_forward(returns, days, symbols, **kwargs)
+    params = OptimizationParams(lookback=120, objective=objective, max_weight=0.3)
+    original = walk_forward(returns, days, symbols, params)
     schedule = rebalance_indices(days, "monthly")
 
     # Cut exactly on rebalance dates: even one day of look-ahead would change those weights.
@@ -141,7 +140,7 @@ def test_no_look_ahead(objective):
         altered = returns.copy()
         rng = np.random.default_rng(int(cut))
         altered[cut + 1 :] = rng.normal(0.0, 0.2, altered[cut + 1 :].shape)  # another future
-        changed = walk_forward(altered, days, symbols, **kwargs)
+        changed = walk_forward(altered, days, symbols, params)
 
         past = [r for r in original.rebalances if r.date <= days[cut]]
         past_changed = [r for r in changed.rebalances if r.date <= days[cut]]
@@ -165,8 +164,9 @@ def test_transaction_costs_reduce_rebalance_day_returns_by_cost_times_turnover()
     returns = panel(400, 12, seed=2)
     days = business_days("2021-01-01", 400)
     symbols = [f"S{j}" for j in range(12)]
-    free = walk_forward(returns, days, symbols, lookback_days=100, cost_bps=0.0)
-    costly = walk_forward(returns, days, symbols, lookback_days=100, cost_bps=25.0)
+    params = OptimizationParams(lookback=100)
+    free = walk_forward(returns, days, symbols, params, RebalanceParams(cost_bps=0.0))
+    costly = walk_forward(returns, days, symbols, params, RebalanceParams(cost_bps=25.0))
 
     difference = free.portfolio_returns - costly.portfolio_returns
     rebalance_rows = np.isin(free.dates, [r.date for r in free.rebalances])
@@ -182,7 +182,9 @@ def test_transaction_costs_reduce_rebalance_day_returns_by_cost_times_turnover()
 def test_young_symbols_join_only_with_enough_history():
     returns = panel(300, 6, seed=3, young={5: 150})
     days = business_days("2022-01-03", 300)
-    result = walk_forward(returns, days, list("ABCDEF"), lookback_days=60, min_history=40)
+    result = walk_forward(
+        returns, days, list("ABCDEF"), OptimizationParams(lookback=60), min_history=40
+    )
 
     for record in result.rebalances:
         row = int(np.flatnonzero(days == record.date)[0])
@@ -197,7 +199,9 @@ def test_young_symbols_join_only_with_enough_history():
 def test_infeasible_rebalances_are_skipped_and_recorded():
     returns = panel(300, 5, seed=4, young={3: 120, 4: 120})
     days = business_days("2022-01-03", 300)
-    result = walk_forward(returns, days, list("ABCDE"), lookback_days=60, max_weight=0.3)
+    result = walk_forward(
+        returns, days, list("ABCDE"), OptimizationParams(lookback=60, max_weight=0.3)
+    )
 
     assert result.skipped, "3 eligible names cannot hold 0.3 each and sum to 1"
     assert all("max_weight=0.3" in reason for _, reason in result.skipped)
@@ -213,9 +217,7 @@ def test_other_objectives_run_end_to_end(objective):
         returns,
         business_days("2022-01-03", 300),
         list("ABCDEFGH"),
-        lookback_days=80,
-        objective=objective,
-        max_weight=0.2,
+        OptimizationParams(lookback=80, objective=objective, max_weight=0.2),
     )
     assert len(result.rebalances) >= 9 and not result.skipped
     assert all(r.weights.max() <= 0.2 + 1e-8 for r in result.rebalances)
@@ -225,7 +227,7 @@ def test_other_objectives_run_end_to_end(objective):
 def test_to_dict_is_strict_json_with_the_daily_series():
     returns = panel(250, 5, seed=6)
     result = walk_forward(
-        returns, business_days("2023-01-02", 250), list("VWXYZ"), lookback_days=60
+        returns, business_days("2023-01-02", 250), list("VWXYZ"), OptimizationParams(lookback=60)
     )
 
     document = json.loads(json.dumps(result.to_dict(), allow_nan=False))
@@ -244,7 +246,7 @@ def test_plots_write_png_files_without_changing_the_backend(tmp_path):
     backend = matplotlib.get_backend()
     returns = panel(250, 5, seed=7)
     result = walk_forward(
-        returns, business_days("2023-01-02", 250), list("VWXYZ"), lookback_days=60
+        returns, business_days("2023-01-02", 250), list("VWXYZ"), OptimizationParams(lookback=60)
     )
 
     equity = plot_equity_curve(result, tmp_path / "equity.png")
@@ -261,9 +263,10 @@ def test_turnover_penalty_lowers_turnover_and_a_heavy_one_stops_trading():
     symbols = [f"S{j}" for j in range(15)]
     turnovers = []
     for penalty in (0.0, 0.001, 1.0):
-        result = walk_forward(returns, days, symbols, lookback_days=100, turnover_penalty=penalty)
+        params = OptimizationParams(lookback=100, turnover_penalty=penalty)
+        result = walk_forward(returns, days, symbols, params)
         turnovers.append(sum(r.turnover for r in result.rebalances[1:]))
     assert turnovers[0] > turnovers[1] > turnovers[2]
     assert turnovers[2] == pytest.approx(0.0, abs=1e-12)  # only the initial purchase
     with pytest.raises(ValueError, match="turnover_penalty is only supported"):
-        walk_forward(returns, days, symbols, objective="hrp", turnover_penalty=0.1)
+        OptimizationParams(objective="hrp", turnover_penalty=0.1)

@@ -11,6 +11,7 @@ from quant_assets.alpha import (
     InfeasiblePortfolioError,
     InsufficientHistoryError,
     MinVarianceProblem,
+    OptimizationParams,
     SolverError,
     cap_weights,
     hrp_weights,
@@ -57,7 +58,7 @@ def test_min_variance_two_assets_equals_closed_form():
     expected = (s[1, 1] - s[0, 1]) / (s[0, 0] + s[1, 1] - 2 * s[0, 1])
     assert 0.0 < expected < 1.0  # no bound binds: the closed form is the answer
 
-    weights = optimize_weights(x, objective="min_variance", covariance="sample")
+    weights = optimize_weights(x, OptimizationParams(objective="min_variance", covariance="sample"))
 
     assert weights["0"] == pytest.approx(expected, abs=1e-6)
     assert weights["1"] == pytest.approx(1.0 - expected, abs=1e-6)
@@ -79,7 +80,7 @@ def test_convex_path_on_raw_daily_covariance_matches_unscaled_kkt_solution(solve
 
     assert problem.info.solver == solver
     np.testing.assert_allclose(weights, expected, atol=1e-6)
-    auto = as_array(optimize_weights(x, covariance="sample"))
+    auto = as_array(optimize_weights(x, OptimizationParams(covariance="sample")))
     np.testing.assert_allclose(auto, expected, atol=1e-6)
 
 
@@ -95,7 +96,9 @@ def test_max_sharpe_matches_tangency_portfolio():
     expected = raw / raw.sum()
     assert np.all(expected > 0)
 
-    weights = optimize_weights(x, objective="max_sharpe", covariance="sample", risk_free_rate=rf)
+    weights = optimize_weights(
+        x, OptimizationParams(objective="max_sharpe", covariance="sample", risk_free_rate=rf)
+    )
 
     np.testing.assert_allclose(as_array(weights), expected, atol=1e-6)
 
@@ -103,7 +106,9 @@ def test_max_sharpe_matches_tangency_portfolio():
 def test_max_sharpe_respects_cap_and_beats_equal_weight_sharpe():
     x = factor_panel(600, 8, seed=3) + np.linspace(0.0, 0.0008, 8)
     weights = as_array(
-        optimize_weights(x, objective="max_sharpe", covariance="sample", max_weight=0.25)
+        optimize_weights(
+            x, OptimizationParams(objective="max_sharpe", covariance="sample", max_weight=0.25)
+        )
     )
     mu, cov = x.mean(axis=0), np.cov(x, rowvar=False)
 
@@ -119,12 +124,14 @@ def test_max_sharpe_respects_cap_and_beats_equal_weight_sharpe():
 def test_max_sharpe_without_positive_excess_return_raises():
     x = factor_panel(300, 4, seed=4) - 0.01
     with pytest.raises(InfeasiblePortfolioError, match="max_sharpe.*risk-free rate"):
-        optimize_weights(x, objective="max_sharpe")
+        optimize_weights(x, OptimizationParams(objective="max_sharpe"))
 
 
 def test_risk_parity_gives_equal_risk_contributions():
     x = factor_panel(400, 6, seed=5)
-    weights = as_array(optimize_weights(x, objective="risk_parity", covariance="sample"))
+    weights = as_array(
+        optimize_weights(x, OptimizationParams(objective="risk_parity", covariance="sample"))
+    )
     cov = np.cov(x, rowvar=False)
     contributions = weights * (cov @ weights)
 
@@ -135,11 +142,15 @@ def test_risk_parity_gives_equal_risk_contributions():
 def test_risk_parity_with_cap_equalises_the_uncapped_names():
     x = factor_panel(400, 5, seed=6)
     x[:, 0] *= 0.2  # a very quiet name: unconstrained risk parity gives it the most weight
-    free_weights = as_array(optimize_weights(x, objective="risk_parity", covariance="sample"))
+    free_weights = as_array(
+        optimize_weights(x, OptimizationParams(objective="risk_parity", covariance="sample"))
+    )
     assert free_weights[0] > 0.3
 
     weights = as_array(
-        optimize_weights(x, objective="risk_parity", covariance="sample", max_weight=0.3)
+        optimize_weights(
+            x, OptimizationParams(objective="risk_parity", covariance="sample", max_weight=0.3)
+        )
     )
     cov = np.cov(x, rowvar=False)
     contributions = weights * (cov @ weights)
@@ -157,7 +168,7 @@ def test_hrp_two_assets_is_inverse_variance():
     variances = np.var(x, axis=0, ddof=1)
     expected = (1 / variances) / np.sum(1 / variances)
 
-    weights = optimize_weights(x, objective="hrp", covariance="sample")
+    weights = optimize_weights(x, OptimizationParams(objective="hrp", covariance="sample"))
 
     np.testing.assert_allclose(as_array(weights), expected, atol=1e-12)
 
@@ -193,7 +204,9 @@ def test_hrp_four_assets_two_clusters_by_hand():
 
 def test_equal_weight():
     x = factor_panel(50, 4, seed=8)
-    assert optimize_weights(x, objective="equal_weight") == {str(i): 0.25 for i in range(4)}
+    assert optimize_weights(x, OptimizationParams(objective="equal_weight")) == {
+        str(i): 0.25 for i in range(4)
+    }
 
 
 # ---------------------------------------------------------------------------------------
@@ -206,7 +219,11 @@ def test_caps_and_floors_respected(objective):
     x = factor_panel(500, 12, seed=9) + np.linspace(0, 0.0006, 12)
     x[:, :3] *= 0.3  # quiet names that every objective wants to overweight
 
-    weights = as_array(optimize_weights(x, objective=objective, max_weight=0.12, min_weight=0.04))
+    weights = as_array(
+        optimize_weights(
+            x, OptimizationParams(objective=objective, max_weight=0.12, min_weight=0.04)
+        )
+    )
 
     assert weights.max() <= 0.12 + 1e-8
     assert weights.min() >= 0.04 - 1e-8
@@ -217,8 +234,12 @@ def test_caps_and_floors_respected(objective):
 def test_min_variance_bounds_give_a_certified_optimum():
     x = factor_panel(500, 30, seed=10)
     estimate = ledoit_wolf_covariance(x)
-    convex = MinVarianceProblem(30, 0.06, 0.01, active_set_first=False).solve(estimate)
-    pivoting = MinVarianceProblem(30, 0.06, 0.01).solve(estimate)
+    convex = MinVarianceProblem(
+        30, OptimizationParams(max_weight=0.06, min_weight=0.01), active_set_first=False
+    ).solve(estimate)
+    pivoting = MinVarianceProblem(30, OptimizationParams(max_weight=0.06, min_weight=0.01)).solve(
+        estimate
+    )
 
     np.testing.assert_allclose(convex, pivoting, atol=1e-9)
     residual = min_variance_kkt_residual(estimate, convex, np.full(30, 0.01), np.full(30, 0.06))
@@ -236,7 +257,7 @@ def test_infeasible_cap_raises_before_solving(objective):
     x = factor_panel(100, 5, seed=11)
     # solvers=() would make any solve fail with SolverError: the check must come first.
     with pytest.raises(InfeasiblePortfolioError) as error:
-        optimize_weights(x, objective=objective, max_weight=0.1, solvers=())
+        optimize_weights(x, OptimizationParams(objective=objective, max_weight=0.1), solvers=())
     message = str(error.value)
     assert objective in message
     assert "max_weight=0.1" in message and "5 symbols" in message and "0.5 < 1" in message
@@ -245,7 +266,7 @@ def test_infeasible_cap_raises_before_solving(objective):
 def test_infeasible_floor_raises_with_numbers():
     x = factor_panel(100, 5, seed=12)
     with pytest.raises(InfeasiblePortfolioError, match=r"min_variance: min_weight=0.25 x 5"):
-        optimize_weights(x, min_weight=0.25, solvers=())
+        optimize_weights(x, OptimizationParams(min_weight=0.25), solvers=())
 
 
 def test_no_solver_left_raises_solver_error():
@@ -294,7 +315,9 @@ def test_500_symbols_250_observations():
     sigma = np.cov(x, rowvar=False)
     equal = np.full(500, 1 / 500)
 
-    shrunk = as_array(optimize_weights(x, covariance="ledoit_wolf", max_weight=0.05))
+    shrunk = as_array(
+        optimize_weights(x, OptimizationParams(covariance="ledoit_wolf", max_weight=0.05))
+    )
     assert shrunk.sum() == pytest.approx(1.0, abs=1e-9)
     assert shrunk.min() >= 0.0 and shrunk.max() <= 0.05 + 1e-8
     estimate = ledoit_wolf_covariance(x)
@@ -303,7 +326,7 @@ def test_500_symbols_250_observations():
 
     # Sample covariance of 250 dates on 500 symbols has rank 249: the answer is a valid
     # portfolio with minimal in-sample variance but not unique (documented).
-    sample = as_array(optimize_weights(x, covariance="sample", max_weight=0.05))
+    sample = as_array(optimize_weights(x, OptimizationParams(covariance="sample", max_weight=0.05)))
     assert sample.sum() == pytest.approx(1.0, abs=1e-9)
     assert sample.min() >= 0.0 and sample.max() <= 0.05 + 1e-8
     assert sample @ sigma @ sample <= shrunk @ sigma @ shrunk + 1e-12
@@ -313,7 +336,7 @@ def test_500_symbols_250_observations():
 def test_risk_parity_refuses_a_singular_covariance():
     x = factor_panel(30, 60, seed=17)
     with pytest.raises(ValueError, match="ledoit_wolf"):
-        optimize_weights(x, objective="risk_parity", covariance="sample")
+        optimize_weights(x, OptimizationParams(objective="risk_parity", covariance="sample"))
 
 
 # ---------------------------------------------------------------------------------------
@@ -361,8 +384,12 @@ def test_turnover_penalty_trades_less_and_stays_optimal():
     estimate = ledoit_wolf_covariance(x)
     previous = np.full(10, 0.1)
     free = as_array(optimize_weights(x))
-    small = MinVarianceProblem(10, turnover_penalty=0.002).solve(estimate, previous)
-    huge = MinVarianceProblem(10, turnover_penalty=10.0).solve(estimate, previous)
+    small = MinVarianceProblem(10, OptimizationParams(turnover_penalty=0.002)).solve(
+        estimate, previous
+    )
+    huge = MinVarianceProblem(10, OptimizationParams(turnover_penalty=10.0)).solve(
+        estimate, previous
+    )
 
     assert np.abs(small - previous).sum() < np.abs(free - previous).sum()
     np.testing.assert_allclose(huge, previous, atol=1e-12)
@@ -375,14 +402,16 @@ def test_turnover_penalty_trades_less_and_stays_optimal():
 
 def test_dpp_problem_is_reused_across_covariances_and_masks():
     x = factor_panel(200, 80, seed=22)
-    problem = MinVarianceProblem(80, max_weight=0.1, factor_rows=60, active_set_first=False)
+    problem = MinVarianceProblem(
+        80, OptimizationParams(max_weight=0.1), factor_rows=60, active_set_first=False
+    )
     assert problem.is_dpp
 
     for start, active in ((0, np.ones(80, bool)), (60, np.arange(80) % 3 != 0)):
         window = x[start : start + 60][:, active]
         weights = problem.solve(ledoit_wolf_covariance(window), active=active)
         reference = as_array(
-            optimize_weights(window, max_weight=0.1, min_observations=60)
+            optimize_weights(window, OptimizationParams(max_weight=0.1), min_observations=60)
         )  # a fresh dense problem on the active names only
         assert np.all(weights[~active] == 0.0)
         np.testing.assert_allclose(weights[active], reference, atol=1e-9)

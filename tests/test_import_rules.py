@@ -24,6 +24,7 @@ CORE = [
     "quant_assets/alpha/metrics.py",
     "quant_assets/alpha/selection.py",
     "quant_assets/alpha/policy.py",
+    "quant_assets/alpha/params.py",
     "quant_assets/alpha/backtest.py",
     "quant_assets/alpha/returns.py",
     "quant_assets/alpha/optimize",

@@ -1,4 +1,6 @@
-"""Numerical core of the Alpha cycle: covariance, portfolio optimisation, walk-forward backtest.
+"""Numerical core of the Alpha cycle: covariance, portfolio optimisation, walk-forward
+backtest, and the `Policy` that owns every parameter of selection, optimisation and
+rebalancing.
 
 Pure functions on NumPy arrays and data frames; no Dagster, no I/O besides the plots.
 """
@@ -20,7 +22,6 @@ from quant_assets.alpha.covariance import (
 from quant_assets.alpha.hrp import cap_weights, hrp_weights
 from quant_assets.alpha.metrics import performance_summary
 from quant_assets.alpha.optimize import (
-    OBJECTIVES,
     InfeasiblePortfolioError,
     InsufficientHistoryError,
     MinVarianceProblem,
@@ -32,6 +33,8 @@ from quant_assets.alpha.optimize import (
     risk_contributions,
     risk_parity_weights,
 )
+from quant_assets.alpha.params import OBJECTIVES, OptimizationParams, RebalanceParams
+from quant_assets.alpha.policy import Policy, policy_walk_forward, weights_frame
 
 __all__ = [
     "OBJECTIVES",
@@ -40,6 +43,9 @@ __all__ = [
     "InfeasiblePortfolioError",
     "InsufficientHistoryError",
     "MinVarianceProblem",
+    "OptimizationParams",
+    "Policy",
+    "RebalanceParams",
     "RebalanceRecord",
     "SolverError",
     "cap_weights",
@@ -53,9 +59,11 @@ __all__ = [
     "performance_summary",
     "plot_equity_curve",
     "plot_weights",
+    "policy_walk_forward",
     "returns_to_matrix",
     "risk_contributions",
     "risk_parity_weights",
     "sample_covariance",
     "walk_forward",
+    "weights_frame",
 ]

@@ -6,6 +6,11 @@ Transaction costs of cost_bps basis points per unit of turnover are charged on t
 rebalance date. The benchmark is an equal-weight portfolio over every symbol with enough
 history (the optimiser's eligible set unless a `select` hook narrows it), rebalanced on
 the same dates under the same cost model.
+
+The optimiser's parameters come as one `OptimizationParams` and the trading schedule and
+costs as one `RebalanceParams` (the two halves of a `policy.Policy` that the walk-forward
+needs; `policy.policy_walk_forward` adds the selection). At each rebalance the turnover
+penalty and cap apply against the weights held then (the last target, drifted).
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from typing import Any
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from quant_assets.alpha.covariance import COVARIANCE_METHODS, estimate_covariance
+from quant_assets.alpha.covariance import estimate_covariance
 from quant_assets.alpha.metrics import (
     PERIODS_PER_YEAR,
     finite_or_none,
@@ -29,18 +34,30 @@ from quant_assets.alpha.metrics import (
 )
 from quant_assets.alpha.optimize import (
     DEFAULT_SOLVERS,
-    OBJECTIVES,
     InfeasiblePortfolioError,
     MinVarianceProblem,
     SolverError,
+    cap_after_sales,
     check_bounds,
     expected_excess_returns,
     solve_objective,
 )
+from quant_assets.alpha.params import REBALANCE_FREQUENCIES, OptimizationParams, RebalanceParams
 
 logger = logging.getLogger(__name__)
 
-REBALANCE_FREQUENCIES: tuple[str, ...] = ("weekly", "monthly", "quarterly")
+__all__ = [
+    "REBALANCE_FREQUENCIES",
+    "BacktestResult",
+    "RebalanceRecord",
+    "as_dates",
+    "plot_equity_curve",
+    "plot_weights",
+    "rebalance_indices",
+    "walk_forward",
+]
+
+SelectHook = Callable[[int, np.ndarray], np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -224,58 +241,54 @@ def walk_forward(
     returns: np.ndarray,
     dates: Any,
     symbols: Sequence[str],
-    rebalance: str | int = "monthly",
-    lookback_days: int = 252,
-    objective: str = "min_variance",
-    covariance: str = "ledoit_wolf",
-    max_weight: float | None = None,
-    cost_bps: float = 10.0,
-    min_history: int | None = None,
+    optimization: OptimizationParams | None = None,
+    rebalance: RebalanceParams | None = None,
     *,
-    min_weight: float = 0.0,
-    risk_free_rate: float = 0.0,
-    turnover_penalty: float = 0.0,
+    select: SelectHook | None = None,
+    min_history: int | None = None,
     periods_per_year: int = PERIODS_PER_YEAR,
     solvers: Sequence[str] = DEFAULT_SOLVERS,
-    select: Callable[[int, np.ndarray], np.ndarray] | None = None,
     blas_threads: int | None = 1,
 ) -> BacktestResult:
     """Walk-forward backtest with periodic rebalancing and no look-ahead.
 
     At each rebalance row t (last row of each period):
       1. Eligible symbols: returns finite on all of the `min_history` rows ending at t.
-      2. Estimation sample: the `lookback_days` rows ending at t, restricted to the rows
-         where every eligible symbol has a return (at least `min_history` rows).
-      3. Weights from `objective` on that sample (the same objectives and covariance
-         estimators as `optimize_weights`); min_variance reuses one MinVarianceProblem
-         across rebalances: the previous answer warm-starts the active-set method, and
-         the DPP-compiled cvxpy fallback switches ineligible names off through their
-         bounds instead of being rebuilt when the eligible set changes.
+      2. Estimation sample: the `optimization.lookback` rows ending at t, restricted to the
+         rows where every eligible symbol has a return (at least `min_history` rows).
+      3. Weights from `optimization` on that sample (the same objectives, covariance
+         estimators and turnover control as `optimize_weights`), the turnover penalty
+         and cap measured against the holdings at t (the last target, drifted; names no
+         longer eligible are sold and count in the turnover); min_variance reuses one
+         MinVarianceProblem across rebalances: the previous answer warm-starts the
+         active-set method, and the DPP-compiled cvxpy fallback switches ineligible
+         names off through their bounds instead of being rebuilt when the eligible set
+         changes.
       4. Trade at the close of t: turnover = sum |w_new - w_drifted|, cost =
          cost_bps / 1e4 * turnover, subtracted from the return of day t.
     Between rebalances the positions drift with returns (buy and hold); a missing return
     of a held name counts as 0. A rebalance is skipped (positions held, reason recorded)
-    when no symbol is eligible, the bounds are infeasible for the eligible count, or the
-    objective has no solution (e.g. max_sharpe with no positive expected excess return).
-    The output starts on the first executed rebalance date (return = -cost of the initial
-    purchase from cash).
+    when no symbol is eligible, the bounds are infeasible for the eligible count, the
+    turnover cap cannot be met, or the objective has no solution (e.g. max_sharpe with no
+    positive expected excess return). The output starts on the first executed rebalance
+    date (return = -cost of the initial purchase from cash; the cap does not apply to it).
 
     Args:
         returns: (T, N) daily simple returns, NaN before a symbol's genesis (or in gaps).
         dates: T strictly increasing dates.
         symbols: N unique names.
-        rebalance: "monthly" (default), "weekly", "quarterly" or every k rows.
-        lookback_days: rows in the estimation window.
-        objective, covariance, max_weight, min_weight, risk_free_rate, turnover_penalty:
-            as in `optimize_weights`.
-        cost_bps: cost in basis points per unit of turnover.
-        min_history: rows of history a symbol needs; default lookback_days.
-        periods_per_year: annualisation for metrics and the optimiser.
-        solvers: cvxpy solvers to try in order.
+        optimization: objective, covariance, bounds, risk-free rate, lookback (rows in
+            the estimation window) and turnover control; default OptimizationParams().
+        rebalance: frequency ("monthly", "weekly", "quarterly" or every k rows) and
+            cost_bps (per unit of turnover); its window_days is the policy walk-forward's
+            (this function walks every row). Default RebalanceParams().
         select: optional policy hook `select(t, eligible) -> mask`: given the rebalance row
             t and the (N,) mask of symbols with enough history, the (N,) mask of symbols to
             hold. It must look only at rows <= t. The benchmark stays equal weight over
             every eligible symbol.
+        min_history: rows of history a symbol needs; default optimization.lookback.
+        periods_per_year: annualisation for metrics and the optimiser.
+        solvers: cvxpy solvers to try in order.
         blas_threads: BLAS threads while the backtest runs (None leaves the setting alone).
             The loop does thousands of small (lookback x lookback) factorisations, which
             gain nothing from threads; on a busy 2-core machine OpenBLAS threads waiting for
@@ -286,46 +299,37 @@ def walk_forward(
         BacktestResult with the daily series, the rebalance records and metrics of the
         portfolio and of the benchmark.
     """
-    arguments = dict(
-        rebalance=rebalance,
-        lookback_days=lookback_days,
-        objective=objective,
-        covariance=covariance,
-        max_weight=max_weight,
-        cost_bps=cost_bps,
-        min_history=min_history,
-        min_weight=min_weight,
-        risk_free_rate=risk_free_rate,
-        turnover_penalty=turnover_penalty,
-        periods_per_year=periods_per_year,
-        solvers=solvers,
+    run = _Run(
+        optimization=OptimizationParams() if optimization is None else optimization,
+        rebalance=RebalanceParams() if rebalance is None else rebalance,
         select=select,
+        min_history=min_history,
+        periods_per_year=periods_per_year,
+        solvers=tuple(solvers),
     )
     # threadpool_limits applies on construction and restores on exit.
     limits = nullcontext() if blas_threads is None else threadpool_limits(blas_threads, "blas")
     with limits:
-        return _walk_forward(returns, dates, symbols, **arguments)
+        return _walk_forward(returns, dates, symbols, run)
+
+
+@dataclass(frozen=True)
+class _Run:
+    """What one walk-forward runs with: the policy's two halves and the execution knobs."""
+
+    optimization: OptimizationParams
+    rebalance: RebalanceParams
+    select: SelectHook | None
+    min_history: int | None
+    periods_per_year: int
+    solvers: tuple[str, ...]
 
 
 def _walk_forward(
-    returns: np.ndarray,
-    dates: Any,
-    symbols: Sequence[str],
-    *,
-    rebalance: str | int,
-    lookback_days: int,
-    objective: str,
-    covariance: str,
-    max_weight: float | None,
-    cost_bps: float,
-    min_history: int | None,
-    min_weight: float,
-    risk_free_rate: float,
-    turnover_penalty: float,
-    periods_per_year: int,
-    solvers: Sequence[str],
-    select: Callable[[int, np.ndarray], np.ndarray] | None,
+    returns: np.ndarray, dates: Any, symbols: Sequence[str], run: _Run
 ) -> BacktestResult:
+    opt, select, periods_per_year = run.optimization, run.select, run.periods_per_year
+    lookback_days = opt.lookback
     matrix = np.asarray(returns, dtype=float)
     if matrix.ndim != 2:
         raise ValueError(f"returns must be a (T, N) array, got shape {matrix.shape}")
@@ -334,22 +338,12 @@ def _walk_forward(
     if len(names) != n_symbols or len(set(names)) != n_symbols:
         raise ValueError(f"need {n_symbols} unique symbols for {n_symbols} columns")
     days = as_dates(dates, n_rows)
-    if objective not in OBJECTIVES:
-        raise ValueError(f"unknown objective {objective!r}; choose one of {list(OBJECTIVES)}")
-    if covariance not in COVARIANCE_METHODS:
-        raise ValueError(f"unknown covariance {covariance!r}; choose {list(COVARIANCE_METHODS)}")
-    history = lookback_days if min_history is None else int(min_history)
-    if lookback_days < 2 or not 2 <= history <= lookback_days:
+    history = lookback_days if run.min_history is None else int(run.min_history)
+    if not 2 <= history <= lookback_days:
         raise ValueError(f"need 2 <= min_history ({history}) <= lookback_days ({lookback_days})")
-    if cost_bps < 0:
-        raise ValueError(f"cost_bps={cost_bps} must be >= 0")
-    if turnover_penalty > 0.0 and objective != "min_variance":
-        raise ValueError(
-            f"turnover_penalty is only supported for objective='min_variance', got {objective!r}"
-        )
     if np.isinf(matrix).any():
         raise ValueError("returns contain +-inf; fix the returns matrix upstream")
-    cost_rate = cost_bps / 1e4
+    cost_rate = run.rebalance.cost_bps / 1e4
 
     finite = np.isfinite(matrix)
     # Rolling count of finite returns over the last `history` rows, for eligibility.
@@ -365,7 +359,9 @@ def _walk_forward(
     benchmark = np.zeros(n_rows)
     last_row = -1  # last row whose returns are accounted for
 
-    schedule = [int(t) for t in rebalance_indices(days, rebalance) if t >= history - 1]
+    schedule = [
+        int(t) for t in rebalance_indices(days, run.rebalance.frequency) if t >= history - 1
+    ]
     for t in schedule:
         # Drift the current positions up to and including day t.
         if start_row is not None:
@@ -385,40 +381,38 @@ def _walk_forward(
         try:
             if n_eligible == 0:
                 raise InfeasiblePortfolioError("no symbol has enough history")
-            check_bounds(objective, n_eligible, max_weight, min_weight)
+            check_bounds(opt.objective, n_eligible, opt.max_weight, opt.min_weight)
             window = matrix[max(0, t + 1 - lookback_days) : t + 1][:, eligible]
             window = window[np.isfinite(window).all(axis=1)]
-            estimate = estimate_covariance(window, covariance)
-            if objective in ("risk_parity", "hrp") and np.any(estimate.variances() <= 0):
+            estimate = estimate_covariance(window, opt.covariance)
+            if opt.objective in ("risk_parity", "hrp") and np.any(estimate.variances() <= 0):
                 raise InfeasiblePortfolioError("a symbol has constant returns in the window")
-            if objective == "min_variance":
+            if opt.objective == "min_variance":
                 # One problem for the whole run: DPP-compiled when the lookback is shorter
                 # than the universe, and either way the previous answer warm-starts the next.
+                # It sees every name's holdings, so names sold count in the turnover.
                 if shared_problem is None:
                     shared_problem = MinVarianceProblem(
                         n_symbols,
-                        max_weight,
-                        min_weight,
-                        turnover_penalty,
+                        opt,
                         factor_rows=lookback_days,
                         periods_per_year=periods_per_year,
-                        solvers=solvers,
+                        solvers=run.solvers,
                     )
                 target = shared_problem.solve(estimate, holdings, active=eligible)
                 method = shared_problem.info.solver
             else:
+                held = holdings[eligible]
+                params = cap_after_sales(opt, held, float(holdings[~eligible].sum()))
                 weights, method = solve_objective(
-                    objective,
+                    params,
                     estimate,
                     expected_excess=expected_excess_returns(
-                        window, risk_free_rate, periods_per_year
+                        window, opt.risk_free_rate, periods_per_year
                     ),
-                    max_weight=max_weight,
-                    min_weight=min_weight,
-                    previous_weights=holdings[eligible],
-                    turnover_penalty=turnover_penalty,
+                    previous=held,
                     periods_per_year=periods_per_year,
-                    solvers=solvers,
+                    solvers=run.solvers,
                 )
                 target = np.zeros(n_symbols)
                 target[eligible] = weights
@@ -450,17 +444,19 @@ def _walk_forward(
             )
         )
 
+    risk_free_rate = opt.risk_free_rate
     params = {
-        "rebalance": rebalance,
+        "rebalance": run.rebalance.frequency,
         "lookback_days": lookback_days,
         "min_history": history,
-        "objective": objective,
-        "covariance": covariance,
-        "max_weight": max_weight,
-        "min_weight": min_weight,
-        "cost_bps": cost_bps,
+        "objective": opt.objective,
+        "covariance": opt.covariance,
+        "max_weight": opt.max_weight,
+        "min_weight": opt.min_weight,
+        "cost_bps": run.rebalance.cost_bps,
         "risk_free_rate": risk_free_rate,
-        "turnover_penalty": turnover_penalty,
+        "turnover_penalty": opt.turnover_penalty,
+        "turnover_cap": opt.turnover_cap,
         "periods_per_year": periods_per_year,
     }
     if start_row is None:

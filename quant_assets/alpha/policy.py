@@ -1,14 +1,32 @@
-"""The policy walk-forward: at every rebalance, select then optimise with data up to it.
+"""The selection policy: one object that owns every parameter of selection, optimisation
+and rebalancing, and the policy walk-forward.
+
+A `Policy` (in the spirit of skfolio's estimators and cvxportfolio's policies) is a frozen
+value made of `SelectionParams` (which names), `OptimizationParams` (how they are
+weighted, turnover control included) and `RebalanceParams` (when the walk-forward trades
+and what it costs). It is the one thing the daily run (`portfolio_weights`), the backtest
+and the registered MLflow model use: each builds it once (`Policy.from_dict` on a run's
+`optimization.json`, or `policy_from_config` from the run config) and passes it whole,
+so no parameter is copied by hand from one function to the next.
+
+`to_dict()` / `from_dict()` round-trip exactly (what `optimization.json` and the MLflow
+model store); `hash` is the sha256 of the canonical JSON of `to_dict()`, which names the
+policy: the daily run takes its previous weights from the latest earlier run of the same
+universe *and the same policy hash*.
 
 Backtesting today's winners over the past would leak today's knowledge into the past
 (the winners were picked with returns the backtest then "earns"). Instead the whole
 policy runs at each rebalance date t on the rows <= t: selection picks the winners,
-the optimiser weights them, and the positions are held until the next rebalance.
+the optimiser weights them (penalising or capping turnover against the weights held at
+t), and the positions are held until the next rebalance.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -16,42 +34,147 @@ import polars as pl
 
 from quant_assets.alpha.backtest import BacktestResult, walk_forward
 from quant_assets.alpha.optimize import optimize_weights
-from quant_assets.alpha.selection import SelectionParams, select_winners
+from quant_assets.alpha.params import OptimizationParams, RebalanceParams
+from quant_assets.alpha.selection import Selection, SelectionParams, select_winners
+
+__all__ = [
+    "OptimizationParams",
+    "Policy",
+    "RebalanceParams",
+    "SelectionParams",
+    "policy_walk_forward",
+    "turnover_between",
+    "weights_frame",
+]
+
+SECTIONS = ("selection", "optimization", "rebalance")
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Selection, optimisation and rebalancing parameters: the whole investment policy.
+
+    selection: eligibility, score, clustering, winners (its periods_per_year is the
+        policy's annualisation, 252 or 365 for an all-crypto panel).
+    optimization: objective, covariance, bounds, risk-free rate, lookback, turnover
+        penalty and cap.
+    rebalance: walk-forward frequency, cost_bps and window_days.
+    """
+
+    selection: SelectionParams = field(default_factory=SelectionParams)
+    optimization: OptimizationParams = field(default_factory=OptimizationParams)
+    rebalance: RebalanceParams = field(default_factory=RebalanceParams)
+
+    def __post_init__(self) -> None:
+        for name, kind in (
+            ("selection", SelectionParams),
+            ("optimization", OptimizationParams),
+            ("rebalance", RebalanceParams),
+        ):
+            if not isinstance(getattr(self, name), kind):
+                raise TypeError(f"Policy.{name} must be a {kind.__name__}")
+
+    # -- identity ----------------------------------------------------------------------
+    @property
+    def periods_per_year(self) -> int:
+        return self.selection.periods_per_year
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        """{"selection": {...}, "optimization": {...}, "rebalance": {...}}, JSON-ready."""
+        return {
+            "selection": asdict(self.selection),
+            "optimization": asdict(self.optimization),
+            "rebalance": asdict(self.rebalance),
+        }
+
+    @classmethod
+    def from_dict(cls, document: Mapping[str, Any]) -> Policy:
+        """The policy of `to_dict()` output, or of a document holding it (a run's
+        `optimization.json`: other top-level keys are ignored). A document from before
+        the policy object (selection and optimization only) gets the default rebalance
+        and no turnover cap."""
+        missing = [s for s in ("selection", "optimization") if s not in document]
+        if missing:
+            raise ValueError(f"a policy document needs {missing}; got keys {sorted(document)}")
+        return cls(
+            selection=SelectionParams(**document["selection"]),
+            optimization=OptimizationParams(**document["optimization"]),
+            rebalance=RebalanceParams(**(document.get("rebalance") or {})),
+        )
+
+    @property
+    def hash(self) -> str:
+        """sha256 of the canonical JSON of `to_dict()` (sorted keys, no spaces)."""
+        canonical = json.dumps(
+            self.to_dict(), sort_keys=True, separators=(",", ":"), allow_nan=False
+        )
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+    # -- what it does --------------------------------------------------------------------
+    def select(
+        self,
+        returns: np.ndarray,
+        symbols: list[str],
+        quality: dict[str, float] | None = None,
+        flagged: set[str] | None = None,
+        features: dict[str, float | None] | None = None,
+    ) -> Selection:
+        """The winners on (T, N) returns ending at the as-of row (`select_winners`);
+        `features`: symbol -> feature-store rating as of that row (the score's feature term)."""
+        return select_winners(returns, symbols, self.selection, quality=quality, flagged=flagged, features=features)
+
+    def weights(
+        self,
+        returns: pl.DataFrame,
+        symbols: list[str],
+        previous: Mapping[str, float] | None = None,
+    ) -> dict[str, float]:
+        """The optimiser on the last `optimization.lookback` rows of `symbols`.
+
+        previous: the weights held (symbol -> weight; names outside `symbols` are sold and
+        count in the turnover). None: no turnover control.
+        """
+        window = returns.select(symbols).tail(self.optimization.lookback)
+        return optimize_weights(
+            window, self.optimization, previous, periods_per_year=self.periods_per_year
+        )
+
+    def walk_forward(
+        self,
+        returns: np.ndarray,
+        dates: np.ndarray,
+        symbols: list[str],
+        quality: dict[str, float] | None = None,
+    ) -> BacktestResult:
+        """`policy_walk_forward(returns, dates, symbols, self, quality)`."""
+        return policy_walk_forward(returns, dates, symbols, self, quality)
 
 
 def policy_walk_forward(
     returns: np.ndarray,
     dates: np.ndarray,
     symbols: list[str],
-    *,
-    selection: SelectionParams,
+    policy: Policy,
     quality: dict[str, float] | None = None,
-    window_days: int = 756,
-    rebalance: str = "monthly",
-    cost_bps: float = 10.0,
-    objective: str = "min_variance",
-    covariance: str = "ledoit_wolf",
-    max_weight: float | None = None,
-    min_weight: float = 0.0,
-    risk_free_rate: float = 0.0,
-    lookback: int = 252,
-    periods_per_year: int = 252,
 ) -> BacktestResult:
-    """Walk-forward over the last `window_days` rows (after a warm-up of the lookbacks).
+    """Walk-forward of the whole policy over the last `policy.rebalance.window_days` rows
+    (after a warm-up of the lookbacks).
 
     returns: (T, N) daily simple returns (NaN where a symbol has no bar); dates: (T,).
-    The benchmark is equal weight over every symbol with enough history at each rebalance.
+    At each rebalance t the selection runs on rows <= t, then the optimiser on the winners
+    with the turnover penalty or cap against the weights held at t. The benchmark is equal
+    weight over every symbol with enough history at each rebalance.
     """
-    warmup = max(lookback, selection.lookback)
-    first = max(0, returns.shape[0] - window_days - warmup)
+    selection, optimization = policy.selection, policy.optimization
+    warmup = max(optimization.lookback, selection.lookback)
+    first = max(0, returns.shape[0] - policy.rebalance.window_days - warmup)
     matrix = returns[first:]
     days = dates[first:]
     index = {s: j for j, s in enumerate(symbols)}
-    history = min(selection.min_history, lookback)
 
     def select(t: int, eligible: np.ndarray) -> np.ndarray:
         # Only rows <= t are visible here: walk_forward passes the rebalance row.
-        chosen = select_winners(matrix[: t + 1], symbols, selection, quality=quality)
+        chosen = policy.select(matrix[: t + 1], symbols, quality)
         mask = np.zeros(len(symbols), dtype=bool)
         for name in chosen.symbols:
             mask[index[name]] = True
@@ -61,43 +184,30 @@ def policy_walk_forward(
         matrix,
         days,
         symbols,
-        rebalance=rebalance,
-        lookback_days=lookback,
-        objective=objective,
-        covariance=covariance,
-        max_weight=max_weight,
-        cost_bps=cost_bps,
-        min_history=history,
-        min_weight=min_weight,
-        risk_free_rate=risk_free_rate,
-        periods_per_year=periods_per_year,
+        optimization,
+        policy.rebalance,
         select=select,
+        min_history=min(selection.min_history, optimization.lookback),
+        periods_per_year=policy.periods_per_year,
     )
 
 
 def weights_frame(
     returns: pl.DataFrame,
     symbols: list[str],
-    optimization: Mapping[str, Any],
-    periods_per_year: int,
+    policy: Policy,
+    previous: Mapping[str, float] | None = None,
 ) -> pl.DataFrame:
-    """`weights.parquet`: the optimiser on the last `optimization["lookback"]` rows of `symbols`.
-
-    `optimization` holds the OptimizationConfig fields (a run's `optimization.json`).
-    Returns (symbol, weight) sorted by symbol.
-    """
-    window = returns.select(symbols).tail(optimization["lookback"])
-    weights = optimize_weights(
-        window,
-        objective=optimization["objective"],
-        covariance=optimization["covariance"],
-        max_weight=optimization["max_weight"],
-        min_weight=optimization["min_weight"],
-        risk_free_rate=optimization["risk_free_rate"],
-        turnover_penalty=optimization["turnover_penalty"],
-        periods_per_year=periods_per_year,
-    )
+    """`weights.parquet`: `policy.weights(returns, symbols, previous)` as (symbol, weight)
+    sorted by symbol."""
+    weights = policy.weights(returns, symbols, previous)
     return pl.DataFrame(
         {"symbol": list(weights), "weight": [float(w) for w in weights.values()]},
         schema={"symbol": pl.String, "weight": pl.Float64},
     ).sort("symbol")
+
+
+def turnover_between(weights: Mapping[str, float], previous: Mapping[str, float]) -> float:
+    """sum_i |w_i - previous_i| over every name in either (a name missing counts as 0)."""
+    names = set(weights) | set(previous)
+    return float(sum(abs(weights.get(s, 0.0) - previous.get(s, 0.0)) for s in sorted(names)))

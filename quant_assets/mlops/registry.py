@@ -1,8 +1,12 @@
 """The `selection-policy` model registry: each alpha run's policy as an MLflow pyfunc model.
 
-A policy is the run's selection and optimisation parameters (`optimization.json`):
-`predict(returns)` applies `select_winners` then `optimize_weights` to a returns frame,
-exactly as the `selected_winners` and `portfolio_weights` assets do, and returns weights.
+A version is the run's `Policy` (selection, optimisation and rebalancing parameters, as
+`optimization.json` records them with the policy hash and the previous run the weights
+were traded from): `predict(returns)` runs `Policy.select` then `Policy.weights` on a
+returns frame, exactly as the `selected_winners` and `portfolio_weights` assets do, and
+returns weights. A policy with a turnover penalty or cap trades from the previous weights
+the run recorded; `policy_weights(returns, parameters, previous)` (or the loaded model's
+`unwrap_python_model().weights(returns, previous)`) takes other holdings.
 
 - `log_policy` (worker, during `portfolio_weights`): saves the model from code
   (`policy_model.py`, MLflow's models-from-code: no pickle) into the run's artifacts and
@@ -48,28 +52,30 @@ REPORTED_METRICS = (
 def policy_weights(
     returns: pl.DataFrame,
     parameters: dict[str, Any],
+    previous: dict[str, float] | None = None,
     features: dict[str, float | None] | None = None,
 ) -> pl.DataFrame:
     """Weights (symbol, weight) the policy gives a dates x symbols returns frame.
 
-    `parameters` is a run's `optimization.json`: {"selection": SelectionParams fields,
-    "optimization": OptimizationConfig fields}. Every column but `date` is a symbol's daily
-    simple returns (NaN where it had no bar); data-quality filtering is the caller's.
-    `features`: symbol -> tv_technicals_1d rating as of the last row (a run's
-    features.parquet), the score's feature term; None leaves the term out.
+    `parameters` is a run's `optimization.json` (`Policy.to_dict()` plus what the run
+    recorded; one from before the policy object, selection and optimization only, works
+    too). Every column but `date` is a symbol's daily simple returns (NaN where it had no
+    bar); data-quality filtering is the caller's. `previous`: the weights held, for a
+    policy with a turnover penalty or cap; default the previous weights the run traded
+    from (none: from cash). `features`: symbol -> tv_technicals_1d rating as of the last
+    row (a run's features.parquet), the score's feature term; None leaves it out.
     """
-    from quant_assets.alpha.policy import weights_frame
+    from quant_assets.alpha.policy import Policy, weights_frame
     from quant_assets.alpha.returns import returns_array
-    from quant_assets.alpha.selection import SelectionParams, select_winners
 
     if "date" not in returns.columns:
         returns = returns.with_row_index("date")
+    policy = Policy.from_dict(parameters)
+    if previous is None:
+        previous = (parameters.get("previous") or {}).get("weights")
     values, _, symbols = returns_array(returns)
-    selection_params = SelectionParams(**parameters["selection"])
-    selection = select_winners(values, symbols, selection_params, features=features)
-    return weights_frame(
-        returns, selection.symbols, parameters["optimization"], selection_params.periods_per_year
-    )
+    selection = policy.select(values, symbols, features=features)
+    return weights_frame(returns, selection.symbols, policy, previous)
 
 
 def choose_aliases(ranked: Iterable[tuple[int, float]]) -> tuple[int | None, int | None]:

@@ -17,6 +17,10 @@
    travel, linked read-only into the workspace); otherwise the rows the run stored in its
    `features.parquet`, written into a fresh table of the workspace. The re-run is pinned
    to the version chosen (`run_snapshot`'s `feature_version`).
+   When the run traded from a previous
+   run's weights (a turnover-controlled policy: `optimization.json["previous"]`), a
+   stand-in of that previous run goes into the workspace's runs folder
+   (`alpha.runs.restore_previous_run`), so the re-run trades from the same weights.
 3. Re-run the alpha cycle for the as-of day with the recorded run config (snapshot,
    selection, optimisation, backtest), on an ephemeral Dagster instance, tracking off.
 4. Compare the two run folders file by file:
@@ -126,6 +130,7 @@ def reproduce(
         rerun_settings = settings.replace(
             data_dir=workspace / "data", history_start=min(settings.history_start, as_of), runs_url=None
         )
+        _restore_previous(original, manifest, rerun_settings.runs_dir)
         overrides = recorded_run_config(original, manifest)
         if pin is not None:
             overrides["run_snapshot"]["feature_version"] = pin
@@ -175,6 +180,18 @@ def recorded_run_config(run_dir: Path, manifest: dict[str, Any]) -> dict[str, di
         "portfolio_weights": dict(optimization),
         "backtest": dict(backtest),
     }
+
+
+def _restore_previous(run_dir: Path, manifest: dict[str, Any], runs_dir: Path) -> None:
+    """The previous run the original traded from, as a stand-in in the re-run's runs folder."""
+    from quant_assets.alpha.runs import restore_previous_run
+
+    path = run_dir / "optimization.json"
+    recorded = _read_json(path, run_dir.name) if path.exists() else {}
+    if recorded.get("previous"):
+        restore_previous_run(
+            runs_dir, recorded["previous"], manifest.get("universe"), recorded["policy_hash"]
+        )
 
 
 def compare_runs(original: Path, rerun: Path, *, with_features: bool) -> list[FileComparison]:

@@ -1,12 +1,15 @@
 """Portfolio weights for the Alpha cycle: one entry point, five long-only objectives.
 
-`optimize_weights(returns, objective=...)` turns a dates x symbols frame of daily simple
-returns into a dict symbol -> weight; `solve_objective` does the same from a covariance
-already estimated (the walk-forward's entry). This module owns the dispatch and the public
-names; each job lives in one private module:
+`optimize_weights(returns, params, previous_weights)` turns a dates x symbols frame of
+daily simple returns into a dict symbol -> weight; `solve_objective` does the same from a
+covariance already estimated (the walk-forward's entry). Both take the optimisation part
+of the policy as one `OptimizationParams` (objective, covariance, bounds, risk-free rate,
+turnover penalty and cap). This module owns the dispatch and the public names; each job
+lives in one private module:
 
-* `_inputs`: returns table -> (T, n) matrix, NaN policy, holdings vector, expected excess
-  returns, covariance scaled to unit mean variance (what every solver sees).
+* `_inputs`: returns table -> (T, n) matrix, NaN policy, holdings vector (and the cap left
+  once names outside the problem are sold), expected excess returns, covariance scaled to
+  unit mean variance (what every solver sees).
 * `_bounds`: feasibility of the weight bounds, and the final clip-and-renormalise.
 * `_errors`: InfeasiblePortfolioError, InsufficientHistoryError, SolverError.
 * `_active_set`: the exact min-variance solver (block principal pivoting, warm-startable)
@@ -15,10 +18,20 @@ names; each job lives in one private module:
   solver list, the DPP-compiled and the one-off min-variance programs, and the
   solve-with-fallback loop (Clarabel, then OSQP, then SCS).
 * `_min_variance`: `MinVarianceProblem`, the workhorse: active set first, cvxpy fallback
-  polished by the active set, every answer certified.
-* `_max_sharpe`: the tangency portfolio on the homogenised convex problem.
+  polished by the active set, every answer certified; the turnover penalty, and the cap
+  through its multiplier.
+* `_max_sharpe`: the tangency portfolio on the homogenised convex problem (a turnover cap
+  is a linear constraint there; a penalty is not convex there and is refused).
 * `_risk_parity`: risk budgeting by Newton's method on its log-barrier form.
 * `_equal_weight`: 1/n. HRP lives in `quant_assets/alpha/hrp.py`.
+
+Turnover control by objective (checked when `OptimizationParams` is built):
+
+| objective | turnover_penalty | turnover_cap |
+|---|---|---|
+| min_variance | L1 term in the objective | constraint, met through its multiplier |
+| max_sharpe | refused (not convex in the homogenised form) | linear constraint |
+| risk_parity, hrp, equal_weight | refused | refused |
 """
 
 from __future__ import annotations
@@ -31,7 +44,6 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from quant_assets.alpha.covariance import (
-    COVARIANCE_METHODS,
     CovarianceEstimate,
     estimate_covariance,
 )
@@ -53,14 +65,17 @@ from quant_assets.alpha.optimize._errors import (
 from quant_assets.alpha.optimize._inputs import (
     DATE_COLUMNS,
     PERIODS_PER_YEAR,
+    cap_after_sales,
     complete_history,
     expected_excess_returns,
+    previous_holdings,
     previous_vector,
     returns_to_matrix,
 )
 from quant_assets.alpha.optimize._max_sharpe import best_excess_return, max_sharpe_weights
 from quant_assets.alpha.optimize._min_variance import MinVarianceProblem, SolveInfo
 from quant_assets.alpha.optimize._risk_parity import risk_contributions, risk_parity_weights
+from quant_assets.alpha.params import OBJECTIVES, OptimizationParams
 
 __all__ = [
     "ACTIVE_SET_TOL",
@@ -74,9 +89,11 @@ __all__ = [
     "InfeasiblePortfolioError",
     "InsufficientHistoryError",
     "MinVarianceProblem",
+    "OptimizationParams",
     "SolveInfo",
     "SolverError",
     "best_excess_return",
+    "cap_after_sales",
     "check_bounds",
     "complete_history",
     "cp",
@@ -85,71 +102,62 @@ __all__ = [
     "max_sharpe_weights",
     "min_variance_kkt_residual",
     "optimize_weights",
+    "previous_holdings",
+    "previous_vector",
     "returns_to_matrix",
     "risk_contributions",
     "risk_parity_weights",
     "solve_objective",
 ]
 
-OBJECTIVES: tuple[str, ...] = ("min_variance", "max_sharpe", "risk_parity", "hrp", "equal_weight")
-
 
 def solve_objective(
-    objective: str,
+    params: OptimizationParams,
     covariance: CovarianceEstimate,
     *,
     expected_excess: np.ndarray | None = None,
-    max_weight: float | None = None,
-    min_weight: float = 0.0,
-    previous_weights: np.ndarray | None = None,
-    turnover_penalty: float = 0.0,
+    previous: np.ndarray | None = None,
     periods_per_year: int = PERIODS_PER_YEAR,
     solvers: Sequence[str] = DEFAULT_SOLVERS,
 ) -> tuple[np.ndarray, str]:
-    """Weights (n,) for one objective on an already estimated covariance, and the method used.
+    """Weights (n,) for `params.objective` on an already estimated covariance, and the
+    method used.
 
+    previous: (n,) holdings of these names for the turnover penalty and cap; the cap
+    counts these names only (spend on names outside the problem first, `cap_after_sales`).
     A one-off min_variance problem is built with constant data (no DPP parameters: for a
     single solve, compiling parameters costs more than it saves).
     """
     n = covariance.n_assets
-    check_bounds(objective, n, max_weight, min_weight)
-    if turnover_penalty > 0.0 and objective != "min_variance":
-        raise ValueError(
-            f"turnover_penalty is only supported for objective='min_variance', got {objective!r}"
-        )
+    objective = params.objective
+    check_bounds(objective, n, params.max_weight, params.min_weight)
     if objective == "equal_weight":
         return equal_weights(n), "closed form"
     if objective == "min_variance":
-        problem = MinVarianceProblem(
-            n,
-            max_weight,
-            min_weight,
-            turnover_penalty,
-            periods_per_year=periods_per_year,
-            solvers=solvers,
-        )
-        weights = problem.solve(covariance, previous_weights)
+        problem = MinVarianceProblem(n, params, periods_per_year=periods_per_year, solvers=solvers)
+        weights = problem.solve(covariance, previous)
         return weights, problem.info.solver
     if objective == "max_sharpe":
         if expected_excess is None:
             raise ValueError("max_sharpe needs expected_excess returns")
-        return max_sharpe_weights(covariance, expected_excess, max_weight, min_weight, solvers)
+        return max_sharpe_weights(covariance, expected_excess, params, previous, solvers)
     if objective == "risk_parity":
-        return risk_parity_weights(covariance.matrix(), None, max_weight, min_weight), "newton"
+        weights = risk_parity_weights(
+            covariance.matrix(), None, params.max_weight, params.min_weight
+        )
+        return weights, "newton"
     if objective == "hrp":
-        return hrp_weights(covariance.matrix(), max_weight=max_weight, min_weight=min_weight), "hrp"
+        weights = hrp_weights(
+            covariance.matrix(), max_weight=params.max_weight, min_weight=params.min_weight
+        )
+        return weights, "hrp"
     raise ValueError(f"unknown objective {objective!r}; choose one of {list(OBJECTIVES)}")
 
 
 def optimize_weights(
     returns: Any,
-    objective: str = "min_variance",
-    covariance: str = "ledoit_wolf",
-    max_weight: float | None = None,
-    min_weight: float = 0.0,
-    risk_free_rate: float = 0.0,
+    params: OptimizationParams | None = None,
     previous_weights: Mapping[str, float] | Sequence[float] | np.ndarray | None = None,
-    turnover_penalty: float = 0.0,
     *,
     min_observations: int = 20,
     periods_per_year: int = PERIODS_PER_YEAR,
@@ -161,23 +169,25 @@ def optimize_weights(
     Args:
         returns: polars/pandas DataFrame (rows = dates, columns = symbols; a "date" or
             "timestamp" column is ignored) or a (T, n) NumPy array (symbols "0", "1", ...).
-            NaN policy: every symbol needs at least `min_observations` returns (else
-            InsufficientHistoryError naming them); then rows with any NaN are dropped
-            (listwise deletion), so the estimate uses the dates all symbols share. With
-            leading NaN before a young symbol's genesis this is the window since the
-            youngest symbol's genesis. Pairwise-complete estimates are avoided on purpose:
-            they need not be positive semidefinite.
-        objective: "min_variance", "max_sharpe", "risk_parity", "hrp" or "equal_weight".
-        covariance: "ledoit_wolf" (default; well conditioned even when symbols outnumber
-            dates) or "sample".
-        max_weight: cap per symbol (e.g. 0.1), None for no cap.
-        min_weight: floor per symbol, >= 0 (long-only).
-        risk_free_rate: annual, decimal (0.04 = 4 %); max_sharpe only, compared with the
-            annualised mean return periods_per_year * mean(r).
-        previous_weights: current holdings (dict symbol -> weight or an (n,) array), used
-            with turnover_penalty.
-        turnover_penalty: min_variance only: adds turnover_penalty * ||w - previous||_1 to
-            the annualised variance w' (periods_per_year Sigma) w.
+            Every row is used (`params.lookback` is the caller's window: `Policy.weights`
+            and the walk-forward cut it). NaN policy: every symbol needs at least
+            `min_observations` returns (else InsufficientHistoryError naming them); then
+            rows with any NaN are dropped (listwise deletion), so the estimate uses the
+            dates all symbols share. With leading NaN before a young symbol's genesis this
+            is the window since the youngest symbol's genesis. Pairwise-complete estimates
+            are avoided on purpose: they need not be positive semidefinite.
+        params: objective ("min_variance", "max_sharpe", "risk_parity", "hrp",
+            "equal_weight"), covariance ("ledoit_wolf", well conditioned even when symbols
+            outnumber dates, or "sample"), max_weight (None: no cap), min_weight (>= 0),
+            risk_free_rate (annual, decimal; max_sharpe only, compared with the annualised
+            mean return periods_per_year * mean(r)), turnover_penalty (min_variance: adds
+            turnover_penalty * ||w - previous||_1 to the annualised variance
+            w' (periods_per_year Sigma) w) and turnover_cap (min_variance, max_sharpe:
+            ||w - previous||_1 <= cap). Default OptimizationParams().
+        previous_weights: current holdings, a dict symbol -> weight (names missing from
+            `returns` are sold whatever happens and use up part of the cap) or an (n,)
+            array. None, or nothing held: no turnover control (from cash every answer
+            trades the whole book).
         min_observations: minimum returns per symbol and complete rows overall.
         periods_per_year: 252 for business-day data, 365 for 24/7 crypto.
         solvers: cvxpy solvers to try in order.
@@ -188,81 +198,44 @@ def optimize_weights(
 
     Returns:
         dict symbol -> weight in input column order; weights >= min_weight, <= max_weight
-        (within 1e-12), summing to 1 within 1e-12.
+        (within 1e-12), summing to 1 within 1e-12; with a cap and holdings,
+        sum |w - previous| <= turnover_cap (names outside `returns` included).
 
     Raises:
         InfeasiblePortfolioError: the bounds admit no portfolio (checked before any solve),
-            or max_sharpe has no portfolio with positive excess return.
+            max_sharpe has no portfolio with positive excess return, or the turnover cap
+            is below the least turnover the bounds allow.
         InsufficientHistoryError: too few observations.
         SolverError: no solver succeeded.
     """
-    if objective not in OBJECTIVES:
-        raise ValueError(f"unknown objective {objective!r}; choose one of {list(OBJECTIVES)}")
-    if covariance not in COVARIANCE_METHODS:
-        raise ValueError(
-            f"unknown covariance {covariance!r}; choose one of {list(COVARIANCE_METHODS)}"
-        )
-    if turnover_penalty > 0.0 and objective != "min_variance":
-        raise ValueError(
-            f"turnover_penalty is only supported for objective='min_variance', got {objective!r}"
-        )
+    params = OptimizationParams() if params is None else params
     matrix, symbols = returns_to_matrix(returns)
-    check_bounds(objective, len(symbols), max_weight, min_weight)
-    if objective == "equal_weight":
+    check_bounds(params.objective, len(symbols), params.max_weight, params.min_weight)
+    if params.objective == "equal_weight":
         weights = equal_weights(len(symbols))
         return {s: float(w) for s, w in zip(symbols, weights, strict=True)}
+    previous, sold = previous_holdings(previous_weights, symbols)
+    params = cap_after_sales(params, previous, sold)
     # threadpool_limits applies on construction and restores on exit.
     limits = nullcontext() if blas_threads is None else threadpool_limits(blas_threads, "blas")
     with limits:
-        weights = _optimize_matrix(
-            matrix,
-            symbols,
-            objective,
-            covariance,
-            max_weight,
-            min_weight,
-            risk_free_rate,
-            previous_weights,
-            turnover_penalty,
-            min_observations,
-            periods_per_year,
-            solvers,
+        history = complete_history(matrix, symbols, max(int(min_observations), 2))
+        estimate = estimate_covariance(history, params.covariance)
+        if params.objective in ("risk_parity", "hrp"):
+            zero = np.flatnonzero(estimate.variances() <= 0.0)
+            if zero.size:
+                raise ValueError(
+                    f"{params.objective} needs a positive variance for every symbol; "
+                    f"{[symbols[j] for j in zero]} have constant returns; drop them"
+                )
+        weights, _ = solve_objective(
+            params,
+            estimate,
+            expected_excess=expected_excess_returns(
+                history, params.risk_free_rate, periods_per_year
+            ),
+            previous=previous,
+            periods_per_year=periods_per_year,
+            solvers=solvers,
         )
     return {s: float(w) for s, w in zip(symbols, weights, strict=True)}
-
-
-def _optimize_matrix(
-    matrix: np.ndarray,
-    symbols: list[str],
-    objective: str,
-    covariance: str,
-    max_weight: float | None,
-    min_weight: float,
-    risk_free_rate: float,
-    previous_weights: Mapping[str, float] | Sequence[float] | np.ndarray | None,
-    turnover_penalty: float,
-    min_observations: int,
-    periods_per_year: int,
-    solvers: Sequence[str],
-) -> np.ndarray:
-    history = complete_history(matrix, symbols, max(int(min_observations), 2))
-    estimate = estimate_covariance(history, covariance)
-    if objective in ("risk_parity", "hrp"):
-        zero = np.flatnonzero(estimate.variances() <= 0.0)
-        if zero.size:
-            raise ValueError(
-                f"{objective} needs a positive variance for every symbol; "
-                f"{[symbols[j] for j in zero]} have constant returns; drop them"
-            )
-    weights, _ = solve_objective(
-        objective,
-        estimate,
-        expected_excess=expected_excess_returns(history, risk_free_rate, periods_per_year),
-        max_weight=max_weight,
-        min_weight=min_weight,
-        previous_weights=previous_vector(previous_weights, symbols),
-        turnover_penalty=turnover_penalty,
-        periods_per_year=periods_per_year,
-        solvers=solvers,
-    )
-    return weights

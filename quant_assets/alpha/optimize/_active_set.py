@@ -190,8 +190,11 @@ def active_set_min_variance(
     every fixed name accepts nu in its multiplier range. Otherwise all violators switch
     sides at once (block principal pivoting, Judice & Pires 1994); when that stops reducing
     the number of violators for 3 rounds, only the last violator switches (Murty's rule, as
-    in Kim & Park 2011), which cannot cycle. Returns None when S_FF is singular or the
-    rounds run out; the callers then use a convex solver.
+    in Kim & Park 2011), which cannot cycle. Under a penalty, when every name ends up
+    fixed but the budget (or the multipliers) disagree, the cheapest name to raise and/or
+    the dearest to lower is freed and pivoting goes on (holdings that cannot all be kept,
+    e.g. names sold, start there). Returns None when S_FF is singular or the rounds run
+    out; the callers then use a convex solver.
     """
     at_lower = active_set.at_lower.copy()
     at_upper = active_set.at_upper.copy() & ~at_lower
@@ -207,14 +210,43 @@ def active_set_min_variance(
         if free.size == 0:
             # Every name pinned (typically all on their previous weight under a heavy
             # penalty): optimal iff the budget holds and the multiplier ranges intersect.
-            if abs(w.sum() - 1.0) > 1e-12:
-                return None
             gradient = 2.0 * covariance.times(w)
             nu_low, nu_high = _multiplier_ranges(
                 gradient, w, previous, penalty, at_lower, at_upper, at_previous
             )
             slack = 1e-11 * max(float(np.max(np.abs(gradient))), 1e-300)
-            return w if np.max(nu_low) <= np.min(nu_high) + slack else None
+            budget_gap = 1.0 - float(w.sum())
+            if abs(budget_gap) <= 1e-12 and np.max(nu_low) <= np.min(nu_high) + slack:
+                return w
+            if penalty <= 0.0:
+                return None
+            # Under a penalty (holdings that cannot all be kept: names sold, bounds) free
+            # the cheapest name to raise and/or the dearest to lower, by their multiplier
+            # ranges, and pivot on: near "keep what can be kept" this is what converges.
+            can_rise = movable & ~at_upper & np.isfinite(nu_high)
+            can_fall = movable & ~at_lower & np.isfinite(nu_low)
+            freed = np.zeros_like(movable)
+            if budget_gap > 1e-12 or (abs(budget_gap) <= 1e-12 and can_rise.any()):
+                if not can_rise.any():
+                    return None
+                up = int(np.flatnonzero(can_rise)[np.argmin(nu_high[can_rise])])
+                freed[up] = True
+                sign[up] = 1.0 if w[up] >= previous[up] else -1.0
+            if budget_gap < -1e-12 or (abs(budget_gap) <= 1e-12 and can_fall.any()):
+                if not can_fall.any():
+                    return None
+                down = int(np.flatnonzero(can_fall)[np.argmax(nu_low[can_fall])])
+                if not freed[down]:
+                    freed[down] = True
+                    sign[down] = -1.0 if w[down] <= previous[down] else 1.0
+            if abs(budget_gap) <= 1e-12 and int(freed.sum()) < 2:
+                return None  # a budget that holds needs two names to trade against
+            at_lower, at_upper, at_previous = (
+                at_lower & ~freed,
+                at_upper & ~freed,
+                at_previous & ~freed,
+            )
+            continue
         linear = covariance.times(w)[free] + 0.5 * penalty * sign[free]
         solved = _solve_on_subset(covariance, free, np.column_stack([np.ones(free.size), linear]))
         if solved is None:
@@ -263,3 +295,37 @@ def active_set_min_variance(
         at_upper = (at_upper & ~falls) | too_high
         at_previous = (at_previous & ~(rises | falls)) | crossed
     return None
+
+
+def turnover_slope(
+    covariance: CovarianceEstimate,
+    weights: np.ndarray,
+    lower: np.ndarray,
+    upper: np.ndarray,
+    previous: np.ndarray,
+) -> float:
+    """d/d(penalty) of the turnover sum |w - previous| of a penalised minimiser, on the
+    piece where its active set stays as it is (<= 0; 0 when it cannot move).
+
+    With the fixed names fixed, the free names F (inside their bounds, off their previous
+    weight, trading in direction s_F) satisfy 2 S_FF w_F + penalty s_F = nu 1 - 2 S_FB w_B
+    and 1'w_F = const, so dw_F = (dnu x1 - x2) / 2 with S_FF [x1 x2] = [1 s_F] and
+    dnu = 1'x2 / 1'x1; the turnover moves by s_F'dw_F. Turnover is piecewise linear in the
+    penalty, so a Newton step on this slope lands on the cap in one step once on the
+    right piece.
+    """
+    w = np.asarray(weights, dtype=float)
+    free = np.flatnonzero(
+        (w > lower + ACTIVE_SET_TOL)
+        & (w < upper - ACTIVE_SET_TOL)
+        & (np.abs(w - previous) > ACTIVE_SET_TOL)
+    )
+    if free.size < 2:
+        return 0.0
+    direction = np.sign(w[free] - previous[free])
+    solved = _solve_on_subset(covariance, free, np.column_stack([np.ones(free.size), direction]))
+    if solved is None:
+        return 0.0
+    dnu = solved[:, 1].sum() / solved[:, 0].sum()
+    dw = 0.5 * (dnu * solved[:, 0] - solved[:, 1])
+    return float(min(direction @ dw, 0.0))

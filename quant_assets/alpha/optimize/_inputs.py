@@ -2,7 +2,8 @@
 
 Owns the conversion of polars/pandas/NumPy returns to a (T, n) matrix, the NaN policy
 (listwise deletion, with errors naming the symbols that lack history), the previous
-holdings as an (n,) vector, the annual expected excess returns, and the covariance
+holdings as an (n,) vector (and what of them lies outside the problem, which a turnover
+cap must pay for first), the annual expected excess returns, and the covariance
 scaled to unit mean variance. Raw daily covariances (~1e-4) sit near the solvers'
 absolute tolerances, so a solver can report "optimal" far from the optimum (OSQP stops
 at about twice the true minimum variance); the scaled problem has the same minimiser.
@@ -11,12 +12,14 @@ at about twice the true minimum variance); the scaled problem has the same minim
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
 from quant_assets.alpha.covariance import CovarianceEstimate
-from quant_assets.alpha.optimize._errors import InsufficientHistoryError
+from quant_assets.alpha.optimize._errors import InfeasiblePortfolioError, InsufficientHistoryError
+from quant_assets.alpha.params import OptimizationParams
 
 PERIODS_PER_YEAR = 252
 DATE_COLUMNS: tuple[str, ...] = ("date", "timestamp")
@@ -101,24 +104,58 @@ def complete_history(
     return matrix[complete]
 
 
-def previous_vector(
+def previous_holdings(
     previous_weights: Mapping[str, float] | Sequence[float] | np.ndarray | None,
     symbols: Sequence[str],
-) -> np.ndarray:
-    """Current holdings as an (n,) vector in `symbols` order (zeros when None)."""
+) -> tuple[np.ndarray, float]:
+    """Current holdings as an (n,) vector in `symbols` order (zeros when None), and the
+    weight held in names outside `symbols` (a mapping's other keys): those are sold
+    whatever the new weights are, a constant turnover the optimiser cannot change."""
     if previous_weights is None:
-        return np.zeros(len(symbols))
+        return np.zeros(len(symbols)), 0.0
     if isinstance(previous_weights, Mapping):
-        # Symbols absent from the mapping are not held; held symbols absent from `symbols`
-        # are sold whatever the new weights are, a constant the optimiser can ignore.
-        return np.array([float(previous_weights.get(s, 0.0)) for s in symbols])
+        vector = np.array([float(previous_weights.get(s, 0.0)) for s in symbols])
+        inside = set(symbols)
+        sold = sum(abs(float(w)) for s, w in previous_weights.items() if s not in inside)
+        return vector, float(sold)
     vector = np.asarray(previous_weights, dtype=float)
     if vector.shape != (len(symbols),):
         raise ValueError(
             f"previous_weights has shape {vector.shape}; expected ({len(symbols)},) or a "
             f"dict symbol -> weight"
         )
-    return vector
+    return vector, 0.0
+
+
+def previous_vector(
+    previous_weights: Mapping[str, float] | Sequence[float] | np.ndarray | None,
+    symbols: Sequence[str],
+) -> np.ndarray:
+    """Current holdings as an (n,) vector in `symbols` order (zeros when None)."""
+    return previous_holdings(previous_weights, symbols)[0]
+
+
+def cap_after_sales(
+    params: OptimizationParams, previous: np.ndarray, sold: float
+) -> OptimizationParams:
+    """`params` with the turnover cap left for the problem's names once `sold` (weight
+    held in names outside the problem, sold whatever happens) is spent.
+
+    With nothing held inside the problem the turnover is fixed (sold + the whole new
+    book): the cap is checked here and dropped. Raises InfeasiblePortfolioError when the
+    forced sales alone exceed the cap.
+    """
+    cap = params.turnover_cap
+    if cap is None or sold <= 0.0:
+        return params
+    forced = sold + (1.0 if not previous.sum() > 0.0 else 0.0)
+    if forced > cap + 1e-12:
+        raise InfeasiblePortfolioError(
+            f"{params.objective}: turnover_cap={cap:g} cannot be met: selling the names no "
+            f"longer in the portfolio's universe alone trades {forced:.6g}"
+        )
+    left = None if not previous.sum() > 0.0 else max(cap - sold, 0.0)
+    return replace(params, turnover_cap=left)
 
 
 def expected_excess_returns(

@@ -1,11 +1,20 @@
-"""The alpha cycle's run config: one class per asset that takes config, and the check of a
-whole run config before a run starts."""
+"""The alpha cycle's run config: one class per asset that takes config, the one function
+that turns it into the run's `Policy`, and the check of a whole run config before a run
+starts.
 
+The config classes are the run-config surface (the UI's form, `quant alpha` overrides,
+a recorded run's config); their field names stay as they were so recorded runs still
+reproduce. Everything downstream takes the `Policy` they build (`policy_from_config`).
+"""
+
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import dagster as dg
 import pydantic
 
+from quant_assets.alpha.params import OptimizationParams, RebalanceParams
+from quant_assets.alpha.policy import Policy
 from quant_assets.alpha.selection import SelectionParams
 
 OBJECTIVE = Literal["min_variance", "max_sharpe", "risk_parity", "hrp", "equal_weight"]
@@ -70,10 +79,28 @@ class OptimizationConfig(dg.Config):
     )
     min_weight: float = pydantic.Field(default=0.0, ge=0.0, lt=1.0)
     risk_free_rate: float = pydantic.Field(default=0.0, description="annual, decimal")
-    turnover_penalty: float = pydantic.Field(default=0.0, ge=0.0)
+    turnover_penalty: float = pydantic.Field(
+        default=0.0,
+        ge=0.0,
+        description=(
+            "min_variance: adds this x sum |w - w_prev| (annual-variance units) against the "
+            "previous run's weights for the same universe and policy"
+        ),
+    )
     lookback: int = pydantic.Field(
         default=252, ge=20, description="rows used to estimate the covariance"
     )
+    turnover_cap: float | None = pydantic.Field(
+        default=None,
+        ge=0.0,
+        description=(
+            "min_variance, max_sharpe: sum |w - w_prev| at most this against the previous "
+            "run's weights; null for no cap"
+        ),
+    )
+
+    def params(self) -> OptimizationParams:
+        return OptimizationParams(**self.model_dump())
 
 
 class BacktestConfig(dg.Config):
@@ -82,6 +109,27 @@ class BacktestConfig(dg.Config):
     )
     rebalance: Literal["weekly", "monthly", "quarterly"] = "monthly"
     cost_bps: float = pydantic.Field(default=10.0, ge=0.0)
+
+    def params(self) -> RebalanceParams:
+        return RebalanceParams(
+            frequency=self.rebalance, cost_bps=self.cost_bps, window_days=self.window_days
+        )
+
+
+def policy_from_config(
+    selection: SelectionParams, optimization: OptimizationConfig, backtest: BacktestConfig
+) -> Policy:
+    """The run's policy. `selection` is what the selection ran with (selection.json's
+    parameters, or `SelectionConfig.params(periods_per_year)`); raises ValueError for a
+    combination no objective supports (e.g. a turnover penalty with hrp)."""
+    return Policy(selection, optimization.params(), backtest.params())
+
+
+def backtest_config_of(run_config: Mapping[str, Any]) -> BacktestConfig:
+    """The backtest section of a run config (defaults where it has none): the rebalance
+    part of the policy, which `portfolio_weights` records with the rest."""
+    section = ((run_config.get("ops") or {}).get("backtest") or {}).get("config") or {}
+    return BacktestConfig(**section)
 
 
 CONFIG_CLASSES: dict[str, type[dg.Config]] = {
@@ -102,6 +150,7 @@ def validate_alpha_run_config(run_config: dict[str, Any]) -> None:
     from quant_resources.errors import ConfigError
 
     problems = []
+    built: dict[str, Any] = {}
     for op, section in (run_config.get("ops") or {}).items():
         config_class = CONFIG_CLASSES.get(op)
         if config_class is None:
@@ -110,10 +159,26 @@ def validate_alpha_run_config(run_config: dict[str, Any]) -> None:
             )
             continue
         try:
-            config_class(**(section or {}).get("config", {}))
+            built[op] = config_class(**((section or {}).get("config") or {}))
         except pydantic.ValidationError as exc:
             for err in exc.errors():
                 field = ".".join(str(p) for p in err["loc"])
                 problems.append(f"ops.{op}.config.{field}: {err['msg']} (got {err.get('input')!r})")
+    if not problems:
+        # The sections together: the policy refuses combinations (a turnover penalty with
+        # an objective that cannot take one) that no single section can see.
+        try:
+            selection = built.get("selected_winners", SelectionConfig()).params(252)
+        except ValueError as exc:
+            problems.append(f"ops.selected_winners.config: {exc}")
+        else:
+            try:
+                policy_from_config(
+                    selection,
+                    built.get("portfolio_weights", OptimizationConfig()),
+                    built.get("backtest", BacktestConfig()),
+                )
+            except ValueError as exc:
+                problems.append(f"ops.portfolio_weights.config: {exc}")
     if problems:
         raise ConfigError("invalid alpha run config: " + "; ".join(problems))
