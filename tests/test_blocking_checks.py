@@ -23,9 +23,9 @@ import pytest
 from helpers import run_data_job
 
 from quant_assets.alpha.audit import read_audit
-from quant_assets.defs.automation.sensors import data_gate, data_readiness
 from quant_assets.contracts import check_result_from_cases, validate, weights_schema
 from quant_assets.definitions import ALPHA_JOB, build_definitions
+from quant_assets.defs.automation.sensors import data_gate, data_readiness
 from quant_assets.mlops.tracking import run_audit_dir
 from quant_resources.schema import date_to_ts
 from quant_resources.settings import Settings

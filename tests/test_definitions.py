@@ -6,8 +6,8 @@ from __future__ import annotations
 import dagster as dg
 import pytest
 
-from quant_assets.defs.automation.sensors import data_gate
 from quant_assets.definitions import build_definitions
+from quant_assets.defs.automation.sensors import data_gate
 from quant_resources.settings import Settings
 
 GROUPS = {"data", "alpha", "maintenance"}

@@ -25,8 +25,8 @@ import pytest
 from helpers import git, new_dvc_project
 
 from quant_assets import cli
-from quant_assets.defs.maintenance.restore import lakehouse_restore
 from quant_assets.definitions import DATA_JOB, RESTORE_ASSET, build_definitions
+from quant_assets.defs.maintenance.restore import lakehouse_restore
 from quant_assets.mlops import dvc as dvc_module
 from quant_assets.mlops.dvc import pull_plan, read_lock_md5
 from quant_resources.schema import date_to_ts
