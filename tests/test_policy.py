@@ -599,10 +599,13 @@ def test_the_registered_policy_predicts_its_runs_weights_from_the_recorded_previ
         if d["data_quality_score"] >= selection["parameters"]["min_quality"]
     ]
     returns = pl.read_parquet(folder / "returns_matrix.parquet").select("date", *sorted(eligible))
-    predicted = dict(policy_weights(returns, parameters).iter_rows())
+    # The run scored with the feature store: predict with the ratings it read.
+    rows = pl.read_parquet(folder / "features.parquet")
+    features = dict(zip(rows["symbol"], rows["rating"], strict=True))
+    predicted = dict(policy_weights(returns, parameters, features=features).iter_rows())
     assert predicted.keys() == weights.keys()
     assert list(predicted.values()) == pytest.approx(list(weights.values()), abs=1e-12)
-    from_cash = dict(policy_weights(returns, parameters, previous={}).iter_rows())
+    from_cash = dict(policy_weights(returns, parameters, previous={}, features=features).iter_rows())
     assert from_cash != pytest.approx(predicted, abs=1e-6)  # the previous weights matter
 
 

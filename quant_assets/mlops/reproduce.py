@@ -27,7 +27,8 @@
    selection, optimisation, backtest), on an ephemeral Dagster instance, tracking off.
 4. Compare the two run folders file by file:
    - by sha256 of the bytes: every file but the two below (returns_matrix.parquet,
-     selection.json, optimization.json, weights.parquet, backtest.json, the plots, each
+     selection.json, optimization.json, weights.parquet, backtest.json, features.parquet,
+     backtest_features.parquet, the plots, each
      snapshot file under data/);
    - `manifest.json` on its content fields (as_of, parameters, universe, files with their
      sha256, excluded, lakehouse_fingerprint, and feature_store_version when the features
