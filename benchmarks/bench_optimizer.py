@@ -153,8 +153,10 @@ def walk_forward_timings(repeats: int, policy: bool) -> None:
             OptimizationParams(max_weight=0.25),
             RebalanceParams(window_days=2520),
         )
+        # Ratings as of each day (the feature-store term the policy scores with).
+        ratings = np.random.default_rng(SEED).uniform(-1.0, 1.0, panel.shape)
         elapsed, result = best_time(
-            lambda: policy_walk_forward(panel, dates, symbols, whole), repeats
+            lambda: policy_walk_forward(panel, dates, symbols, whole, features=ratings), repeats
         )
         print(
             f"policy walk-forward (selection of 12 among {n_symbols}, then min_variance, at "

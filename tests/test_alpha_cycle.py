@@ -8,6 +8,7 @@ import json
 import socket
 
 import dagster as dg
+import numpy as np
 import polars as pl
 import pytest
 from helpers import file_hashes, run_data_job
@@ -224,9 +225,12 @@ def test_selection_reads_the_features_of_the_day_at_the_pinned_version_and_repro
     ratings = dict(zip(stored["symbol"], stored["rating"], strict=True))
     for winner in selection["winners"]:
         assert winner["feature"] == pytest.approx(ratings[winner["symbol"]], rel=1e-9)
-    # The data cycle moves on: day D's ratings rewritten, a later day committed.
+    # The data cycle moves on: every rating the backtest read rewritten (day D's among
+    # them), a later day committed.
+    backtest = json.loads((run_dir / "backtest.json").read_text())
+    window = (dt.date.fromisoformat(backtest["features"]["start"]), AS_OF)
     day_rows = read_features(table, start=AS_OF, end=AS_OF)
-    write_features(table, day_rows.with_columns(-pl.col("rating")), AS_OF, AS_OF)
+    write_features(table, read_features(table, start=window[0], end=AS_OF).with_columns(-pl.col("rating")), *window)
     assert run_data_job(settings, AS_OF + dt.timedelta(days=1)).success
     assert current_version(table) > pinned + 1
     # A new run of D reads the new version: the features matter, the hash changes ...
@@ -236,11 +240,15 @@ def test_selection_reads_the_features_of_the_day_at_the_pinned_version_and_repro
     assert json.loads((fresh_dir / "manifest.json").read_text())["feature_store_version"] == current_version(table)
     assert (fresh_dir / "features.parquet").read_bytes() != (run_dir / "features.parquet").read_bytes()
     assert json.loads((fresh_dir / "selection.json").read_text())["hash"] != selection["hash"]
+    fresh_backtest = json.loads((fresh_dir / "backtest.json").read_text())
+    assert fresh_backtest["rebalances"] != backtest["rebalances"]  # the backtest reads them too
     # ... while reproducing the first run re-reads its version (time travel): identical.
     again = reproduce(settings, result.run_id, instance=dg.DagsterInstance.ephemeral())
     assert again.identical, [(c.name, c.detail) for c in again.differences]
     assert f"version {pinned}" in again.features_detail and "time travel" in again.features_detail
-    assert {"features.parquet", "selection.json"} <= {c.name for c in again.comparisons}
+    assert {"features.parquet", "selection.json", "backtest_features.parquet", "backtest.json"} <= {
+        c.name for c in again.comparisons
+    }
     # The table rebuilt from scratch: its version numbers restart, and its version
     # `pinned` holds other rows. Reproduce notices and uses the run's features.parquet.
     import shutil
@@ -250,8 +258,51 @@ def test_selection_reads_the_features_of_the_day_at_the_pinned_version_and_repro
     assert current_version(table) == pinned
     from_folder = reproduce(settings, result.run_id, instance=dg.DagsterInstance.ephemeral())
     assert from_folder.identical, [(c.name, c.detail) for c in from_folder.differences]
-    assert from_folder.features_detail.startswith("the run's own features.parquet")
+    assert from_folder.features_detail.startswith("the run's own features.parquet and backtest_features.parquet")
     assert f"version {pinned} holds other rows than the run read" in from_folder.features_detail
+
+
+def test_the_backtest_selects_with_the_ratings_as_of_each_rebalance_at_the_pinned_version(lakehouse, tmp_path):
+    from quant_assets.alpha.policy import Policy
+    from quant_assets.alpha.returns import returns_array
+    from quant_assets.features.store import read_features, read_features_as_of
+
+    graph = build_definitions(lakehouse).resolve_asset_graph()
+    assert dg.AssetKey("tv_technicals_1d") in graph.get(dg.AssetKey("backtest")).parent_keys
+    settings = copy_lakehouse(lakehouse, tmp_path)
+    table = settings.features_dir / "tv_technicals_1d"
+    # Equal weight: the names held at a rebalance are exactly the eligible winners.
+    config = {"ops": {"portfolio_weights": {"config": {"objective": "equal_weight"}}}}
+    result = run_alpha(settings, run_config=config)
+    assert result.success, [e.message for e in result.all_events if e.is_failure]
+    run_dir = settings.runs_dir / result.run_id
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    backtest = json.loads((run_dir / "backtest.json").read_text())
+    pinned = manifest["feature_store_version"]
+    values, dates, symbols = returns_array(pl.read_parquet(run_dir / "returns_matrix.parquet"))
+    source = backtest["features"]
+    assert source["table"] == "tv_technicals_1d" and source["column"] == "rating"
+    assert source["end"] == AS_OF.isoformat() and source["file"] == "backtest_features.parquet"
+    start = dt.date.fromisoformat(source["start"])
+    # One read at the pinned version: the snapshot's symbols, the rating only, nothing after D.
+    stored = pl.read_parquet(run_dir / "backtest_features.parquet")
+    assert stored.columns == ["symbol", "date", "rating"] and stored.height == source["rows"]
+    assert stored.equals(read_features(table, pinned, sorted(symbols), start, AS_OF, columns=["rating"]))
+    assert stored["date"].max() == AS_OF and stored["date"].min() >= start
+    first = dt.date.fromisoformat(backtest["rebalances"][0]["date"])
+    assert start <= first - dt.timedelta(days=14)  # the first rebalance's window was read whole
+    # Each rebalance holds what the daily selection picks on that day's data: returns up
+    # to the day, each symbol's rating as of it by the daily run's own read (Delta, as of).
+    policy = Policy.from_dict(json.loads((run_dir / "optimization.json").read_text()))
+    assert policy.selection.feature_weight == 0.5
+    quality = {d["symbol"]: float(d["data_quality_score"] or 0.0) for d in manifest["files"].values()}
+    for record in (backtest["rebalances"][0], backtest["rebalances"][-1]):
+        day = dt.date.fromisoformat(record["date"])
+        t = int(np.flatnonzero(dates == np.datetime64(day))[0])
+        rows = read_features_as_of(table, pinned, day, symbols)
+        ratings = dict(zip(rows["symbol"], rows["rating"], strict=True))
+        daily = policy.select(values[: t + 1], symbols, quality, features=ratings)
+        assert set(record["weights"]) == set(daily.symbols), day
 
 
 def test_without_a_feature_table_selection_fails_clearly_unless_its_weight_is_zero(lakehouse, tmp_path):
@@ -271,5 +322,7 @@ def test_without_a_feature_table_selection_fails_clearly_unless_its_weight_is_ze
     run_dir = settings.runs_dir / plain.run_id
     selection = json.loads((run_dir / "selection.json").read_text())
     assert "features" not in selection and not (run_dir / "features.parquet").exists()
+    assert "features" not in json.loads((run_dir / "backtest.json").read_text())
+    assert not (run_dir / "backtest_features.parquet").exists()  # the backtest read nothing either
     assert all("feature" not in w for w in selection["winners"])
     assert json.loads((run_dir / "manifest.json").read_text())["feature_store_version"] is None

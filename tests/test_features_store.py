@@ -12,7 +12,9 @@ import pytest
 
 from quant_assets.features.indicators import FEATURE_COLUMNS, WARMUP_BARS, compute_indicators
 from quant_assets.features.store import (
+    FeatureStoreError,
     FeatureTableNotFoundError,
+    as_of_matrix,
     current_version,
     read_features,
     read_features_as_of,
@@ -290,3 +292,63 @@ def test_features_read_as_of_a_day_are_identical_after_the_table_moves_on(tmp_pa
     assert latest > pinned + 3
     assert as_of(latest) != before  # the table did move on for D
     assert as_of(pinned) == before
+
+
+# ---------------------------------------------------------------------------------------
+# As-of lookups for many days at once (the backtest's ratings per rebalance)
+# ---------------------------------------------------------------------------------------
+
+
+def test_as_of_matrix_takes_each_symbols_latest_row_within_the_window_hand_made():
+    d = dt.date
+    rows = pl.DataFrame(
+        {
+            "symbol": ["A", "A", "A", "B", "B"],
+            "date": [d(2024, 1, 1), d(2024, 1, 10), d(2024, 1, 20), d(2024, 1, 5), d(2024, 1, 8)],
+            "rating": [0.1, 0.2, None, -0.5, 0.7],
+        }
+    )
+    days = [d(2023, 12, 31), d(2024, 1, 1), d(2024, 1, 9), d(2024, 1, 15), d(2024, 1, 22), d(2024, 1, 24), d(2024, 2, 1)]
+    got = as_of_matrix(rows, np.array(days, dtype="datetime64[D]"), ["A", "B", "C"], "rating", window_days=14)
+    nan = np.nan
+    want = np.array(
+        [
+            [nan, nan, nan],  # before any row
+            [0.1, nan, nan],  # the row of the day itself
+            [0.1, 0.7, nan],  # A's 01-01 row is 8 days old; B's latest is 01-08
+            [0.2, 0.7, nan],
+            [nan, 0.7, nan],  # A's latest row (01-20) has a null rating: no value, not 0.2
+            [nan, nan, nan],  # B's 01-08 row is 16 days old: outside [day - 14, day]
+            [nan, nan, nan],  # A's 01-20 row is 12 days old but null
+        ]
+    )
+    np.testing.assert_array_equal(got, want)  # C has no row at all: NaN throughout
+    # Exactly window_days old is inside; one day more is out.
+    edge = as_of_matrix(rows.filter(pl.col("symbol") == "B"), [d(2024, 1, 22), d(2024, 1, 23)], ["B"], "rating", 14)
+    np.testing.assert_array_equal(edge, [[0.7], [nan]])
+    with pytest.raises(FeatureStoreError, match="repeat"):
+        as_of_matrix(pl.concat([rows, rows.head(1)]), days, ["A"], "rating")
+
+
+def test_as_of_matrix_on_one_read_equals_the_daily_runs_read_on_each_day(tmp_path, full_features):
+    """The backtest's rule (one read, then a lookup per day) and the daily run's
+    (`read_features_as_of`, one Delta read per day) give the same rating for every day."""
+    table = tmp_path / "tv_technicals_1d"
+    version = write_features(table, full_features, *all_dates(full_features))
+    symbols = ["COIN", "GONE", "NEW", "STOCK"]
+    start, end = dt.date(2023, 12, 1), dt.date(2024, 3, 29)
+    rows = read_features(table, version, symbols, start - dt.timedelta(days=14), end, columns=["rating"])
+    assert rows.columns == ["symbol", "date", "rating"]  # the rating only, not every indicator
+    days = calendar_days(start, end)
+    matrix = as_of_matrix(rows, days, symbols, "rating")
+    for i, day in enumerate(days):
+        daily = read_features_as_of(table, version, day, symbols)
+        want = {s: r for s, r in zip(daily["symbol"], daily["rating"], strict=True)}
+        for j, symbol in enumerate(symbols):
+            value = want.get(symbol)
+            if value is None:
+                assert np.isnan(matrix[i, j]), (symbol, day)
+            else:
+                assert matrix[i, j] == value, (symbol, day)
+    with pytest.raises(FeatureStoreError, match="no column"):
+        read_features(table, version, columns=["rating", "nope"])

@@ -288,7 +288,9 @@ def test_max_sharpe_takes_a_cap():
 
 
 def walk_policy(returns, days, symbols, optimization: OptimizationParams):
-    policy = Policy(SMALL_SELECTION, optimization, RebalanceParams(window_days=10_000))
+    # Turnover tests: momentum only (the feature term has tests of its own below).
+    selection = dataclasses.replace(SMALL_SELECTION, feature_weight=0.0)
+    policy = Policy(selection, optimization, RebalanceParams(window_days=10_000))
     return policy_walk_forward(returns, days, symbols, policy)
 
 
@@ -365,6 +367,99 @@ def test_nothing_after_a_rebalance_changes_what_the_policy_chose_at_it():
             strict=False,
         )
         assert any(not np.array_equal(a.weights, b.weights) for a, b in later)  # it has teeth
+
+
+# Eight names moving with one market, drifts 0, 0.0005, ..., 0.0035 a day and tiny
+# idiosyncratic noise: momentum over any window ranks them S0 < S1 < ... < S7. One
+# cluster, three winners, equal weight: without features the policy holds S5, S6, S7 at
+# 1/3 each at every rebalance; a rating of +1 (x feature_weight 1) lifts S0 above S5.
+RATED_SELECTION = SelectionParams(
+    lookback=60, skip=5, min_history=40, min_quality=0.0, n_clusters=1, per_cluster=8,
+    n_winners=3, feature_weight=1.0,
+)
+RATED_POLICY = Policy(
+    RATED_SELECTION,
+    OptimizationParams(objective="equal_weight", lookback=60, max_weight=0.5),
+    RebalanceParams("monthly", cost_bps=0.0, window_days=10_000),
+)
+RATED_SYMBOLS = [f"S{j}" for j in range(8)]
+
+
+def rated_panel() -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(12)
+    market = rng.normal(0.0, 0.01, (300, 1))
+    returns = market + np.linspace(0.0, 0.0035, 8) + rng.normal(0.0, 0.0005, (300, 8))
+    return returns, business_days("2022-01-03", 300)
+
+
+def weights_at(result, day) -> np.ndarray:
+    return next(r.weights for r in result.rebalances if r.date == day)
+
+
+def test_the_walk_forward_scores_with_the_rating_as_of_each_rebalance():
+    returns, days = rated_panel()
+    ratings = np.zeros(returns.shape)
+    base = policy_walk_forward(returns, days, RATED_SYMBOLS, RATED_POLICY, features=ratings)
+    third = 1.0 / 3.0
+    assert len(base.rebalances) >= 8
+    for record in base.rebalances:  # hand-computed: the top three drifts, equal weight
+        np.testing.assert_allclose(record.weights, [0, 0, 0, 0, 0, third, third, third], atol=1e-12)
+    cut = base.rebalances[4].date
+    t = int(np.flatnonzero(days == cut)[0])
+    # S0 rated +1 as of that rebalance: its score gains 1 and it replaces S5, there only.
+    rated = ratings.copy()
+    rated[t, 0] = 1.0
+    lifted = policy_walk_forward(returns, days, RATED_SYMBOLS, RATED_POLICY, features=rated)
+    np.testing.assert_allclose(weights_at(lifted, cut), [third, 0, 0, 0, 0, 0, third, third], atol=1e-12)
+    for before, after in zip(base.rebalances, lifted.rebalances, strict=True):
+        if before.date != cut:  # rows of other dates are other days' ratings
+            assert before.weights.tobytes() == after.weights.tobytes()
+    # Point in time: any ratings after the rebalance change nothing at or before it.
+    future = rated.copy()
+    future[t + 1 :] = np.random.default_rng(3).uniform(-1.0, 1.0, future[t + 1 :].shape)
+    changed = policy_walk_forward(returns, days, RATED_SYMBOLS, RATED_POLICY, features=future)
+    past = [r for r in lifted.rebalances if r.date <= cut]
+    past_changed = [r for r in changed.rebalances if r.date <= cut]
+    assert len(past) == len(past_changed) == 5
+    for before, after in zip(past, past_changed, strict=True):
+        assert before.date == after.date and before.weights.tobytes() == after.weights.tobytes()
+    seen = lifted.dates <= cut
+    assert lifted.portfolio_returns[seen].tobytes() == changed.portfolio_returns[seen].tobytes()
+    later = zip(
+        [r for r in lifted.rebalances if r.date > cut],
+        [r for r in changed.rebalances if r.date > cut],
+        strict=True,
+    )
+    assert any(not np.array_equal(a.weights, b.weights) for a, b in later)  # it has teeth
+
+
+def test_the_walk_forwards_selection_is_the_daily_selection_on_that_days_data():
+    returns, days = rated_panel()
+    ratings = np.random.default_rng(4).uniform(-1.0, 1.0, returns.shape)
+    ratings[::7, 2] = np.nan  # no rating on some days: a feature term of 0, as in the daily run
+    result = policy_walk_forward(returns, days, RATED_SYMBOLS, RATED_POLICY, features=ratings)
+    for record in result.rebalances:
+        t = int(np.flatnonzero(days == record.date)[0])
+        as_of = {s: (None if np.isnan(v) else float(v)) for s, v in zip(RATED_SYMBOLS, ratings[t], strict=True)}
+        daily = RATED_POLICY.select(returns[: t + 1], RATED_SYMBOLS, features=as_of)
+        held = {RATED_SYMBOLS[j] for j in np.flatnonzero(record.weights > 0)}
+        assert held == set(daily.symbols), record.date
+
+
+def test_without_a_feature_weight_nothing_is_read_and_with_one_features_are_required():
+    returns, days = rated_panel()
+    momentum_only = dataclasses.replace(
+        RATED_POLICY, selection=dataclasses.replace(RATED_SELECTION, feature_weight=0.0)
+    )
+    plain = policy_walk_forward(returns, days, RATED_SYMBOLS, momentum_only)
+    ignored = policy_walk_forward(
+        returns, days, RATED_SYMBOLS, momentum_only, features=np.ones(returns.shape)
+    )
+    assert plain.weights_matrix().tobytes() == ignored.weights_matrix().tobytes()
+    with pytest.raises(ValueError, match="feature_weight 1.0 > 0: pass `features`"):
+        policy_walk_forward(returns, days, RATED_SYMBOLS, RATED_POLICY)
+    with pytest.raises(ValueError, match=r"shape \(300, 7\).*\(300, 8\)"):
+        policy_walk_forward(returns, days, RATED_SYMBOLS, RATED_POLICY, features=np.zeros((300, 7)))
 
 
 # ---------------------------------------------------------------------------------------

@@ -16,9 +16,10 @@ universe *and the same policy hash*.
 
 Backtesting today's winners over the past would leak today's knowledge into the past
 (the winners were picked with returns the backtest then "earns"). Instead the whole
-policy runs at each rebalance date t on the rows <= t: selection picks the winners,
-the optimiser weights them (penalising or capping turnover against the weights held at
-t), and the positions are held until the next rebalance.
+policy runs at each rebalance date t on the rows <= t: selection picks the winners (with
+the feature-store term of the score, from the ratings as of t, as the daily run scores
+them), the optimiser weights them (penalising or capping turnover against the weights
+held at t), and the positions are held until the next rebalance.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ __all__ = [
     "SelectionParams",
     "policy_walk_forward",
     "turnover_between",
+    "walk_forward_start",
     "weights_frame",
 ]
 
@@ -145,9 +147,18 @@ class Policy:
         dates: np.ndarray,
         symbols: list[str],
         quality: dict[str, float] | None = None,
+        features: np.ndarray | None = None,
     ) -> BacktestResult:
-        """`policy_walk_forward(returns, dates, symbols, self, quality)`."""
-        return policy_walk_forward(returns, dates, symbols, self, quality)
+        """`policy_walk_forward(returns, dates, symbols, self, quality, features)`."""
+        return policy_walk_forward(returns, dates, symbols, self, quality, features)
+
+
+def walk_forward_start(n_rows: int, policy: Policy) -> int:
+    """The first row of a (n_rows, N) returns matrix the policy walk-forward reads: the
+    last `rebalance.window_days` rows after a warm-up of the longer lookback. A caller
+    reading features for the walk-forward needs them from this row's date on."""
+    warmup = max(policy.optimization.lookback, policy.selection.lookback)
+    return max(0, n_rows - policy.rebalance.window_days - warmup)
 
 
 def policy_walk_forward(
@@ -156,25 +167,33 @@ def policy_walk_forward(
     symbols: list[str],
     policy: Policy,
     quality: dict[str, float] | None = None,
+    features: np.ndarray | None = None,
 ) -> BacktestResult:
     """Walk-forward of the whole policy over the last `policy.rebalance.window_days` rows
-    (after a warm-up of the lookbacks).
+    (after a warm-up of the lookbacks, from `walk_forward_start`).
 
     returns: (T, N) daily simple returns (NaN where a symbol has no bar); dates: (T,).
-    At each rebalance t the selection runs on rows <= t, then the optimiser on the winners
-    with the turnover penalty or cap against the weights held at t. The benchmark is equal
-    weight over every symbol with enough history at each rebalance.
+    features: (T, N) feature-store ratings aligned with `returns`: row t holds each
+        symbol's rating as of dates[t] (NaN: no rating, a feature term of 0, as in the
+        daily run). Required when `policy.selection.feature_weight > 0`, ignored at 0.
+        Only row t is read at rebalance t (rows before `walk_forward_start` never), so
+        the selection at t sees features up to t only.
+    At each rebalance t the selection runs on rows <= t and the ratings as of t, then the
+    optimiser on the winners with the turnover penalty or cap against the weights held at
+    t. The benchmark is equal weight over every symbol with enough history at each
+    rebalance.
     """
     selection, optimization = policy.selection, policy.optimization
-    warmup = max(optimization.lookback, selection.lookback)
-    first = max(0, returns.shape[0] - policy.rebalance.window_days - warmup)
+    ratings = _checked_features(features, returns.shape, selection.feature_weight)
+    first = walk_forward_start(returns.shape[0], policy)
     matrix = returns[first:]
     days = dates[first:]
     index = {s: j for j, s in enumerate(symbols)}
 
     def select(t: int, eligible: np.ndarray) -> np.ndarray:
         # Only rows <= t are visible here: walk_forward passes the rebalance row.
-        chosen = policy.select(matrix[: t + 1], symbols, quality)
+        as_of_t = None if ratings is None else _ratings_row(ratings[first + t], symbols)
+        chosen = policy.select(matrix[: t + 1], symbols, quality, features=as_of_t)
         mask = np.zeros(len(symbols), dtype=bool)
         for name in chosen.symbols:
             mask[index[name]] = True
@@ -190,6 +209,30 @@ def policy_walk_forward(
         min_history=min(selection.min_history, optimization.lookback),
         periods_per_year=policy.periods_per_year,
     )
+
+
+def _checked_features(
+    features: np.ndarray | None, shape: tuple[int, ...], feature_weight: float
+) -> np.ndarray | None:
+    if feature_weight == 0:
+        return None  # the policy selects without the feature store: nothing to read
+    if features is None:
+        raise ValueError(
+            f"the policy scores with feature_weight {feature_weight} > 0: pass `features`, "
+            "the (T, N) ratings as of each row's date (NaN where none), or use a policy "
+            "with feature_weight 0"
+        )
+    ratings = np.asarray(features, dtype=float)
+    if ratings.shape != tuple(shape):
+        raise ValueError(
+            f"features have shape {ratings.shape}; they must align with the returns {tuple(shape)}"
+        )
+    return ratings
+
+
+def _ratings_row(row: np.ndarray, symbols: list[str]) -> dict[str, float | None]:
+    """symbol -> rating as `select_winners` takes it (None: no rating, feature term 0)."""
+    return {s: (float(v) if np.isfinite(v) else None) for s, v in zip(symbols, row, strict=True)}
 
 
 def weights_frame(

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import deltalake
+import numpy as np
 import polars as pl
 import pyarrow as pa
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
@@ -379,12 +380,20 @@ def read_features(
     symbols: list[str] | None = None,
     start: dt.date | None = None,
     end: dt.date | None = None,
+    columns: list[str] | None = None,
 ) -> pl.DataFrame:
     """Rows of the table (latest version, or `version` for time travel), sorted by (symbol, date).
 
-    Filters are inclusive and optional. Returns the columns of `FEATURE_SCHEMA`
-    (the `month` partition column is a storage detail and is dropped).
+    Filters are inclusive and optional. Returns the columns of `FEATURE_SCHEMA`, or
+    `symbol`, `date` and `columns` of it (the `month` partition column is a storage
+    detail and is dropped).
     """
+    wanted = dict(FEATURE_SCHEMA)
+    if columns is not None:
+        unknown = sorted(set(columns) - set(FEATURE_SCHEMA))
+        if unknown:
+            raise FeatureStoreError(f"{table_path}: no column(s) {unknown} in the feature table")
+        wanted = {c: FEATURE_SCHEMA[c] for c in ("symbol", "date", *columns) if c in FEATURE_SCHEMA}
     path = Path(table_path)
     if not deltalake.DeltaTable.is_deltatable(str(path)):
         raise FeatureTableNotFoundError(
@@ -406,7 +415,7 @@ def read_features(
     if symbols is not None:
         frame = frame.filter(pl.col("symbol").is_in(list(symbols)))
     return (
-        frame.select(pl.col(c).cast(t) for c, t in FEATURE_SCHEMA.items())
+        frame.select(pl.col(c).cast(t) for c, t in wanted.items())
         .sort("symbol", "date")
         .collect()
     )
@@ -442,6 +451,48 @@ def read_features_as_of(
     )
     # read_features sorts by (symbol, date): the last row of each symbol is its latest.
     return rows.group_by("symbol", maintain_order=True).last().select(FEATURE_COLUMNS)
+
+
+def as_of_matrix(
+    rows: pl.DataFrame,
+    dates: np.ndarray | list[dt.date],
+    symbols: list[str],
+    column: str,
+    window_days: int = AS_OF_WINDOW_DAYS,
+) -> np.ndarray:
+    """(T, N) values of `column` as of each of `dates` for each of `symbols`: the value of
+    the symbol's latest row dated in [date - window_days, date], the rule of
+    `read_features_as_of`, applied to rows already read (one read for every date).
+
+    NaN where the symbol has no row in the window, or its latest row's value is null.
+    Pure: `rows` (symbol, date, column) is any frame, e.g. `read_features(columns=[column])`.
+    """
+    if window_days < 0:
+        raise FeatureStoreError(f"window_days must be >= 0, got {window_days}")
+    days = np.asarray(dates, dtype="datetime64[D]").astype(np.int64)
+    out = np.full((days.size, len(symbols)), np.nan)
+    if rows.height == 0 or days.size == 0:
+        return out
+    frame = rows.select(
+        pl.col("symbol"),
+        pl.col("date").cast(pl.Date).cast(pl.Int64).alias("day"),  # days since 1970-01-01
+        pl.col(column).cast(pl.Float64).fill_null(np.nan).alias("value"),
+    ).sort("symbol", "day")
+    if frame.select(pl.struct("symbol", "day").is_duplicated().any()).item():
+        raise FeatureStoreError(f"feature rows repeat a (symbol, date): cannot take {column} as of a day")
+    index = {s: j for j, s in enumerate(symbols)}
+    for (symbol,), part in frame.partition_by("symbol", as_dict=True, maintain_order=True).items():
+        j = index.get(symbol)
+        if j is None:
+            continue
+        row_days = part["day"].to_numpy()
+        values = part["value"].to_numpy()
+        latest = np.searchsorted(row_days, days, side="right") - 1  # last row dated <= day
+        found = latest >= 0
+        taken = np.where(found, latest, 0)
+        found &= days - row_days[taken] <= window_days
+        out[:, j] = np.where(found, values[taken], np.nan)
+    return out
 
 
 def version_readable(table_path: str | Path, version: int) -> bool:

@@ -15,8 +15,10 @@
    `feature_store_version`) comes, in this order, from: the DVC-restored table, when it
    can still read that version; the project's lakehouse table at that version (time
    travel, linked read-only into the workspace); otherwise the rows the run stored in its
-   `features.parquet`, written into a fresh table of the workspace. The re-run is pinned
-   to the version chosen (`run_snapshot`'s `feature_version`).
+   `features.parquet` (the selection's) and `backtest_features.parquet` (the ratings
+   the backtest's walk-forward read), written into a fresh table of the workspace. A
+   table is used only if, at the recorded version, it gives back both files' rows. The
+   re-run is pinned to the version chosen (`run_snapshot`'s `feature_version`).
    When the run traded from a previous
    run's weights (a turnover-controlled policy: `optimization.json["previous"]`), a
    stand-in of that previous run goes into the workspace's runs folder
@@ -25,7 +27,8 @@
    selection, optimisation, backtest), on an ephemeral Dagster instance, tracking off.
 4. Compare the two run folders file by file:
    - by sha256 of the bytes: every file but the two below (returns_matrix.parquet,
-     selection.json, optimization.json, weights.parquet, backtest.json, the plots, each
+     selection.json, optimization.json, weights.parquet, backtest.json, features.parquet,
+     backtest_features.parquet, the plots, each
      snapshot file under data/);
    - `manifest.json` on its content fields (as_of, parameters, universe, files with their
      sha256, excluded, lakehouse_fingerprint, and feature_store_version when the features
@@ -67,6 +70,7 @@ MANIFEST_FIELDS = ("as_of", "parameters", "universe", "files", "excluded", "lake
 AUDIT_VOLATILE = ("at", "run_id", "duration_s")
 NOT_COMPARED = {OWNER_FILE, SEAL_FILE}  # describe the folder (owner, when sealed), not the run
 REPRODUCES_TAG = "quant/reproduces"
+BACKTEST_FEATURES_FILE = "backtest_features.parquet"  # defs/alpha/backtest.py writes it
 
 
 @dataclass
@@ -281,6 +285,7 @@ def _restore_features(
     version = manifest.get("feature_store_version")
     table = layout.feature_table()
     stored = run_dir / "features.parquet"
+    backtest_stored = run_dir / BACKTEST_FEATURES_FILE
     if version is None:
         return None, "the run recorded no feature store version"
     live = settings.layout.feature_table()
@@ -288,7 +293,10 @@ def _restore_features(
     for candidate, how in ((table, "the restored lakehouse"), (live, f"{live} (time travel)")):
         if not version_readable(candidate, version):
             rejected.append(f"{how}: version {version} cannot be read")
-        elif not _holds_what_the_run_read(candidate, version, manifest, stored):
+        elif not (
+            _holds_what_the_run_read(candidate, version, manifest, stored)
+            and _holds_what_the_backtest_read(candidate, version, manifest, run_dir)
+        ):
             rejected.append(f"{how}: version {version} holds other rows than the run read")
         else:
             if candidate == live:
@@ -304,8 +312,27 @@ def _restore_features(
     rows = pl.read_parquet(stored)
     if rows.height == 0:
         return None, f"{stored} holds no rows ({why})"
+    how = "the run's own features.parquet"
+    if backtest_stored.exists():
+        rows = _with_backtest_rows(rows, pl.read_parquet(backtest_stored))
+        how += f" and {BACKTEST_FEATURES_FILE}"
     pinned = write_features(table, rows, rows["date"].min(), rows["date"].max())
-    return pinned, f"the run's own features.parquet ({why})"
+    return pinned, f"{how} ({why})"
+
+
+def _with_backtest_rows(selection_rows: pl.DataFrame, backtest_rows: pl.DataFrame) -> pl.DataFrame:
+    """The selection's full rows plus the backtest's (symbol, date, rating) rows, the other
+    indicators null: a table of these gives the selection its rows at the as-of day (its
+    rows are the latest of each symbol there) and the backtest its ratings."""
+    from quant_assets.features.indicators import FEATURE_SCHEMA
+
+    padded = backtest_rows.select(
+        pl.col(c).cast(t) if c in backtest_rows.columns else pl.lit(None, dtype=t).alias(c)
+        for c, t in FEATURE_SCHEMA.items()
+    )
+    full = selection_rows.select(pl.col(c).cast(t) for c, t in FEATURE_SCHEMA.items())
+    # A (symbol, date) in both keeps the selection's row: the same rating, every column.
+    return pl.concat([full, padded]).unique(["symbol", "date"], keep="first", maintain_order=True)
 
 
 def _holds_what_the_run_read(
@@ -318,6 +345,31 @@ def _holds_what_the_run_read(
     symbols = [d["symbol"] for d in manifest["files"].values()]
     day = dt.date.fromisoformat(manifest["as_of"])
     return read_features_as_of(table, version, day, symbols).equals(pl.read_parquet(stored))
+
+
+def _holds_what_the_backtest_read(
+    table: Path, version: int, manifest: dict[str, Any], run_dir: Path
+) -> bool:
+    """Whether the table at `version` gives back the rows of `backtest_features.parquet`
+    (the same read as the backtest's: its recorded window, the snapshot's symbols)."""
+    stored = run_dir / BACKTEST_FEATURES_FILE
+    if not stored.exists():
+        return True  # a run that read no ratings for its backtest
+    from quant_assets.features.store import read_features
+
+    window = _read_json(run_dir / "backtest.json", run_dir.name).get("features") or {}
+    if not {"start", "end", "column"} <= set(window):
+        return False
+    symbols = sorted({d["symbol"] for d in manifest["files"].values()})
+    rows = read_features(
+        table,
+        version=version,
+        symbols=symbols,
+        start=dt.date.fromisoformat(window["start"]),
+        end=dt.date.fromisoformat(window["end"]),
+        columns=[window["column"]],
+    )
+    return rows.equals(pl.read_parquet(stored))
 
 
 def _restore_with_dvc(settings: Settings, md5: str, workspace: Path, dvc: str | None) -> Path:
