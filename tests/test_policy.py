@@ -614,3 +614,17 @@ def test_reproduce_restores_the_previous_run_the_original_traded_from(chain):
     settings, runs = chain
     result = reproduce(settings, runs["d30"], instance=dg.DagsterInstance.ephemeral())
     assert result.identical, [(c.name, c.detail) for c in result.differences]
+
+
+def test_the_registered_policy_refuses_to_drop_its_feature_term():
+    """A policy that scores with the feature store, asked without ratings, says so instead
+    of quietly choosing momentum-only winners (what the run did not trade)."""
+    from quant_assets.alpha.policy import Policy
+    from quant_assets.mlops.registry import policy_weights
+
+    rng = np.random.default_rng(3)
+    returns = pl.DataFrame({f"S{i}": rng.normal(0, 0.01, 300) for i in range(6)})
+    parameters = Policy().to_dict()
+    assert parameters["selection"]["feature_weight"] > 0
+    with pytest.raises(ValueError, match="feature_weight"):
+        policy_weights(returns, parameters)

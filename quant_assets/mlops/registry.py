@@ -73,6 +73,12 @@ def policy_weights(
     policy = Policy.from_dict(parameters)
     if previous is None:
         previous = (parameters.get("previous") or {}).get("weights")
+    if features is None and policy.selection.feature_weight > 0:
+        raise ValueError(
+            f"this policy scores with the feature store (feature_weight {policy.selection.feature_weight}): "
+            "pass the ratings as of the last row, predict({'returns': frame, 'features': {symbol: rating}}) "
+            "(a run's features.parquet holds the ones it used)"
+        )
     values, _, symbols = returns_array(returns)
     selection = policy.select(values, symbols, features=features)
     return weights_frame(returns, selection.symbols, policy, previous)
