@@ -208,3 +208,13 @@ def test_a_delisted_symbol_stays_in_the_lakehouse_and_in_its_past_candidate_list
     assert listed(delisting) and listed(delisting - dt.timedelta(days=1))
     assert not listed(delisting + dt.timedelta(days=1)) and not listed(END)
     assert held["timestamp"].max() // SECONDS_PER_DAY == (delisting - dt.date(1970, 1, 1)).days
+
+
+def test_a_config_with_the_old_history_rule_names_the_rename(tmp_path):
+    from quant_resources.errors import ConfigError
+
+    folder = tmp_path / "scanners"
+    folder.mkdir()
+    (folder / "u.yaml").write_text("universe: u\nscanners:\n  - name: a\n    min_history_days: 90\n")
+    with pytest.raises(ConfigError, match=r"u\.yaml is invalid: scanners\.0: .*renamed min_history_sessions"):
+        load_universe(tmp_path, "u")
