@@ -94,6 +94,8 @@ def read_snapshot_files(plan: SnapshotPlan) -> tuple[dict[str, bytes], dict[str,
             "sha256": hashlib.sha256(data).hexdigest(),
             "rows": frame.height,
             "data_quality_score": quality_as_of(frame["timestamp"], plan.entries[key], plan.as_of),
+            # The score's only input that is not in the copied file: a reproduction rebuilds it.
+            "dropped_rows_as_of": dropped_as_of(plan.entries[key], plan.as_of),
             "asset_class": plan.entries[key].get("asset_class"),
         }
     return contents, described
@@ -109,20 +111,21 @@ def quality_as_of(timestamps: pl.Series, entry: dict[str, Any], as_of: dt.date) 
     held = timestamps.filter(timestamps < date_to_ts(as_of + dt.timedelta(days=1)))
     if held.is_empty():
         return 0.0
-    day = as_of.isoformat()
-    dropped = sum(
-        int(count)
-        for by_date in entry.get("dropped", {}).values()
-        for date, count in by_date.items()
-        if date <= day
-    )
     return quality_score(
         held.len(),
         ts_to_date(int(held.min())),
         ts_to_date(int(held.max())),
         entry.get("calendar") or calendar_for(entry.get("asset_class", "equity")),
-        dropped,
-        any(shift <= day for shift in entry.get("level_shifts", [])),
+        dropped_as_of(entry, as_of),
+        any(shift <= as_of.isoformat() for shift in entry.get("level_shifts", [])),
+    )
+
+
+def dropped_as_of(entry: dict[str, Any], as_of: dt.date) -> int:
+    """Rows the sanitiser dropped on dates up to `as_of` (the catalog's dated counts)."""
+    day = as_of.isoformat()
+    return sum(
+        int(count) for by_date in entry.get("dropped", {}).values() for date, count in by_date.items() if date <= day
     )
 
 

@@ -5,8 +5,10 @@ importlib.resources, so an installed wheel has them); `QUANT_CONFIG_DIR` names a
 folder holding a `scanners/` of its own.
 
 Point in time: the candidates of day D depend only on what was known at the close of D.
-A scanner keeps the symbols that pass its static rules (asset class, exchange), that have
-at least `min_history_sessions` bars up to D in the lakehouse, that were not delisted
+A scanner keeps the symbols that pass its static rules (asset class, exchange), that were
+listed at least `min_history_sessions` sessions of their calendar before the end of D
+(counted on the calendar from the listing date, so a lakehouse that starts at the history
+start still sees years of history), that hold a bar up to D, that were not delisted
 before D, and whose trailing median dollar volume (close x volume over the last
 `liquidity_window_sessions` bars up to D) reaches `min_median_dollar_volume`; it ranks
 them and keeps the top N. Candidates are the union over the universe's scanners, each with
@@ -34,6 +36,7 @@ import polars as pl
 import pydantic
 import yaml
 
+from quant_assets.data.calendar import calendar_for, sessions_between
 from quant_resources.errors import ConfigError
 from quant_resources.schema import ASSET_CLASSES, SECONDS_PER_DAY, SymbolInfo
 from quant_resources.symbols import validate_name
@@ -45,7 +48,7 @@ class ScannerConfig(pydantic.BaseModel):
     name: str
     asset_classes: list[Literal["crypto", "equity"]] = list(ASSET_CLASSES)
     exchanges: list[str] | None = None
-    min_history_sessions: int = pydantic.Field(default=0, ge=0)  # bars up to the day, in the symbol's calendar
+    min_history_sessions: int = pydantic.Field(default=0, ge=0)  # sessions from the listing to the day
     min_median_dollar_volume: float = pydantic.Field(default=0.0, ge=0)
     liquidity_window_sessions: int = pydantic.Field(default=63, ge=1)  # the trailing median's window
     rank_by: Literal["median_dollar_volume", "history_sessions"] = "median_dollar_volume"
@@ -229,6 +232,29 @@ def _as_of_matrices(history: BarHistory, day_numbers: np.ndarray) -> tuple[np.nd
     return sessions, medians, first
 
 
+def _history_sessions(infos: list[SymbolInfo | None], dates: list[dt.date]) -> np.ndarray:
+    """Sessions of each symbol's calendar from its listing (genesis) to each date, both
+    included; 0 before the listing. Shape (dates, symbols).
+
+    Counted on the calendar, not on the bars held: a lakehouse that starts at the history
+    start still knows that a symbol listed years before has years of history. A cumulative
+    count S(day) = sessions in [origin, day] per calendar gives count = S(date) - S(genesis - 1).
+    """
+    listed = [info for info in infos if info is not None]
+    origin = min([*(i.genesis_date for i in listed), *dates]) - dt.timedelta(days=2)
+    counts = np.zeros((len(dates), len(infos)), dtype=np.int64)
+    cumulative: dict[str, np.ndarray] = {}
+    for j, info in enumerate(infos):
+        if info is None:
+            continue
+        calendar = calendar_for(info.asset_class)
+        if calendar not in cumulative:
+            cumulative[calendar] = np.array([sessions_between(origin, d, calendar) for d in dates], dtype=np.int64)
+        before = sessions_between(origin, info.genesis_date - dt.timedelta(days=1), calendar)
+        counts[:, j] = np.maximum(cumulative[calendar] - before, 0)
+    return counts
+
+
 def scan_point_in_time(
     config: UniverseConfig,
     symbols: dict[str, SymbolInfo],
@@ -244,15 +270,16 @@ def scan_point_in_time(
 
     Document: {"as_of", "universe", "scanners": {name: rules}, "candidates": [...]}, the
     candidates sorted by key (EXCHANGE_SYMBOL); each record holds exchange, symbol,
-    asset_class, genesis_date (its first bar in the lakehouse), history_sessions (bars up to
-    the date), median_dollar_volume (the trailing median of the first scanner that admitted
+    asset_class, genesis_date (its listing), history_sessions (sessions of its calendar
+    from its listing to the date), median_dollar_volume (the trailing median of the first scanner that admitted
     it) and admitted_by [{scanner, rank}]. The text is byte for byte what
     `atomic_write_json(path, document, indent=None)` writes.
     """
     keys = history.keys
     day_numbers = np.array([(d - dt.date(1970, 1, 1)).days for d in dates], dtype=np.int64)
-    sessions, medians, first = _as_of_matrices(history, day_numbers)
+    _, medians, _ = _as_of_matrices(history, day_numbers)
     infos = [symbols.get(key) for key in keys]
+    sessions = _history_sessions(infos, dates)
     no_delisting = np.iinfo(np.int64).max
     delisted_after = np.array(
         [
@@ -288,9 +315,7 @@ def scan_point_in_time(
         for info in infos
     ]
     tails = [f',"symbol":{_dump(info.symbol)}}}' if info else "" for info in infos]
-    genesis = [
-        _dump((dt.date(1970, 1, 1) + dt.timedelta(days=int(d))).isoformat()) for d in first.tolist()
-    ]
+    genesis = [_dump(info.genesis_date.isoformat()) if info else "" for info in infos]
     scanner_names = [_dump(s.name) for s in config.scanners]
     for d, as_of in enumerate(dates):
         admitted: dict[int, list[str]] = {}
