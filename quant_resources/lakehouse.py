@@ -291,7 +291,9 @@ class Lakehouse(dg.ConfigurableResource):
             new = symbols_frame(infos)
             old = self.read_symbols()
             if old is not None:
-                new = pl.concat([old.select(new.columns).cast(new.schema), new])
+                # A registry written before a column existed (delisting_date) gets it empty.
+                missing = [pl.lit(None, dtype).alias(name) for name, dtype in new.schema.items() if name not in old.columns]
+                new = pl.concat([old.with_columns(missing).select(new.columns).cast(new.schema), new])
             registry = new.unique(["exchange", "symbol"], keep="last").sort(["exchange", "symbol"])
             if old is None or not registry.equals(old):
                 atomic_write_parquet(self.symbols_path, registry)

@@ -49,8 +49,11 @@ class SymbolInfo:
     """What a source knows about one listed instrument.
 
     `calendar` is "24/7" (crypto: a bar every calendar day) or "business" (equities:
-    Monday to Friday). `median_dollar_volume` is the source's liquidity statistic in
-    quote currency per day, used by the scanners.
+    Monday to Friday). `median_dollar_volume` is the source's current liquidity statistic
+    in quote currency per day: informative only, the scanners rank by the lakehouse's own
+    trailing figure as of each day (point in time). `delisting_date` is the last session of
+    a symbol that stopped trading for good (None while it trades): its bars stay in the
+    lakehouse and it stays in the past candidate lists it belonged to.
     """
 
     exchange: str
@@ -59,6 +62,7 @@ class SymbolInfo:
     genesis_date: dt.date
     median_dollar_volume: float
     active: bool = True
+    delisting_date: dt.date | None = None
 
     @property
     def calendar(self) -> str:
@@ -71,6 +75,7 @@ class SymbolInfo:
     def to_record(self) -> dict:
         record = asdict(self)
         record["genesis_date"] = self.genesis_date.isoformat()
+        record["delisting_date"] = self.delisting_date.isoformat() if self.delisting_date else None
         return record
 
 
@@ -84,6 +89,7 @@ def symbols_frame(infos: list[SymbolInfo]) -> pl.DataFrame:
             "genesis_date": [i.genesis_date for i in infos],
             "median_dollar_volume": [float(i.median_dollar_volume) for i in infos],
             "active": [i.active for i in infos],
+            "delisting_date": [i.delisting_date for i in infos],
         },
         schema={
             "exchange": pl.String(),
@@ -92,5 +98,6 @@ def symbols_frame(infos: list[SymbolInfo]) -> pl.DataFrame:
             "genesis_date": pl.Date(),
             "median_dollar_volume": pl.Float64(),
             "active": pl.Boolean(),
+            "delisting_date": pl.Date(),
         },
     )

@@ -41,13 +41,18 @@ def test_backfill_then_data_then_audit(tmp_path, env):
     assert f"data cycle {start}..{end}" in backfill.stdout
     assert "ohlcv: " in backfill.stdout and "checks: " in backfill.stdout
     files = list((tmp_path / "data" / "lakehouse" / "ohlcv").glob("*_1d.parquet"))
-    assert len(files) == 20  # the small universe: top 10 crypto + top 10 equities
+    # The universe's pool: every symbol of the 40-symbol market listed by the end and not
+    # delisted before the start (SYNEQ_E024 delisted in 2021); the small universe's top 10
+    # crypto + top 10 equities are ranked from the lakehouse each day.
+    assert len(files) == 39
+    last_day = json.loads((tmp_path / "data" / "export" / end.isoformat() / "candidates.json").read_text())
+    assert len(last_day["candidates"]) == 20
     data = run(["data"], tmp_path, **env)
     assert data.returncode == 0, data.stderr[-3000:]
     assert f"data cycle {today - dt.timedelta(days=1)}" in data.stdout
     audit = run(["audit"], tmp_path, **env)
     assert audit.returncode == 0, audit.stderr[-3000:]
-    assert "files=20" in audit.stdout and "quarantined=0" in audit.stdout
+    assert "files=39" in audit.stdout and "quarantined=0" in audit.stdout
     # the runs are in the persistent DAGSTER_HOME of the working directory
     assert (tmp_path / ".dagster" / "dagster.yaml").exists()
     assert "enabled: false" in (tmp_path / ".dagster" / "dagster.yaml").read_text()

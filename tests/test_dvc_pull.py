@@ -106,7 +106,9 @@ def test_the_restore_step_heads_the_data_job():
     job = build_definitions(Settings()).resolve_job_def(DATA_JOB)
     graph = job.asset_layer.asset_graph
     assert dg.AssetKey(RESTORE_ASSET) in job.asset_layer.executable_asset_keys
-    assert dg.AssetKey(RESTORE_ASSET) in graph.get(dg.AssetKey("candidates")).parent_keys
+    # ohlcv, the first reader and writer of the lakehouse, runs after it (candidates after ohlcv)
+    assert dg.AssetKey(RESTORE_ASSET) in graph.get(dg.AssetKey("ohlcv")).parent_keys
+    assert dg.AssetKey("ohlcv") in graph.get(dg.AssetKey("candidates")).parent_keys
     assert graph.get(dg.AssetKey(RESTORE_ASSET)).partitions_def is None  # one step per run, whatever the range
 
 

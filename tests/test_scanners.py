@@ -6,18 +6,17 @@ import datetime as dt
 import json
 from pathlib import Path
 
+import polars as pl
 import pytest
 
 from quant_assets.data.scanners import (
     UniverseConfig,
+    bar_history,
     load_universe,
-    scan_days,
-    scan_days_json,
-    scan_many,
-    window_candidate_keys,
+    scan_point_in_time,
 )
 from quant_resources.atomic import atomic_write_json
-from quant_resources.schema import SymbolInfo
+from quant_resources.schema import SymbolInfo, date_to_ts
 from quant_resources.sources.synthetic import SyntheticSource
 
 # Two scanners that admit the same symbols (two admissions each), a top N that cuts, a
@@ -26,20 +25,19 @@ OVERLAPPING = UniverseConfig.model_validate(
     {
         "universe": "overlap",
         "scanners": [
-            {"name": "liquid", "min_history_days": 30, "top_n": 3},
-            {"name": "seasoned", "rank_by": "history_days", "min_history_days": 5, "top_n": 4},
+            {"name": "liquid", "min_history_sessions": 30, "top_n": 3},
+            {"name": "seasoned", "rank_by": "history_sessions", "min_history_sessions": 5, "top_n": 4},
             {"name": "crypto", "asset_classes": ["crypto"], "exchanges": ["X"], "min_median_dollar_volume": 1.0},
         ],
     }
 )
-ODD_SYMBOLS = [
-    SymbolInfo("X", "BTC", "crypto", dt.date(2024, 1, 3), 1e16),
-    SymbolInfo("X", "ETH", "crypto", dt.date(2024, 1, 20), 0.1 + 0.2),
-    SymbolInfo("N", "AAA", "equity", dt.date(2023, 12, 1), 123456789.125),
-    SymbolInfo("N", "BBB", "equity", dt.date(2024, 1, 1), 5e-324),
-    SymbolInfo("N", "CCC", "equity", dt.date(2024, 2, 1), 2.5e6),
-    SymbolInfo("N", "OLD", "equity", dt.date(2020, 1, 1), 7.0, active=False),
-]
+ODD = {  # key: (info, genesis, dollar volume a day)
+    "X_BTC": (SymbolInfo("X", "BTC", "crypto", dt.date(2024, 1, 3), 0.0), 1e16),
+    "X_ETH": (SymbolInfo("X", "ETH", "crypto", dt.date(2024, 1, 20), 0.0), 0.1 + 0.2),
+    "N_AAA": (SymbolInfo("N", "AAA", "equity", dt.date(2023, 12, 1), 0.0), 123456789.125),
+    "N_BBB": (SymbolInfo("N", "BBB", "equity", dt.date(2024, 1, 1), 0.0), 5e-324),
+    "N_CCC": (SymbolInfo("N", "CCC", "equity", dt.date(2024, 2, 1), 0.0), 2.5e6),
+}
 
 
 def _days(start: dt.date, n: int) -> list[dt.date]:
@@ -52,49 +50,48 @@ def _written_bytes(tmp_path: Path, document: dict) -> bytes:
     return path.read_bytes()
 
 
+def _odd_bars(end: dt.date) -> pl.DataFrame:
+    rows = [
+        (key, date_to_ts(day), volume)
+        for key, (info, volume) in ODD.items()
+        for day in _days(info.genesis_date, (end - info.genesis_date).days + 1)
+        if info.asset_class == "crypto" or day.weekday() < 5
+    ]
+    return pl.DataFrame(
+        {"symbol": [r[0] for r in rows], "timestamp": [r[1] for r in rows], "close": 1.0, "volume": [r[2] for r in rows]}
+    )
+
+
 @pytest.mark.parametrize("universe", ["all", "default", "small"])
 def test_streamed_text_is_the_written_document_for_each_universe(tmp_path, universe):
     config = load_universe(None, universe)  # the configs shipped in the package
-    listed = SyntheticSource(n_symbols=60).list_symbols()
-    days = _days(dt.date(2017, 12, 20), 40)  # across genesis dates of late listings
-    documents = scan_many(config, listed, days)
-    streamed = list(scan_days_json(config, listed, days))
+    source = SyntheticSource(n_symbols=60)
+    days = _days(dt.date(2018, 6, 20), 40)  # across genesis dates of late listings
+    frames = [
+        source.fetch_bars(i.exchange, i.symbol, dt.date(2017, 6, 1), days[-1]).with_columns(symbol=pl.lit(i.key))
+        for i in source.list_symbols()
+    ]
+    history = bar_history(pl.concat(frames), {s.liquidity_window_sessions for s in config.scanners})
+    symbols = {i.key: i for i in source.list_symbols()}
+    streamed = list(scan_point_in_time(config, symbols, history, days))
     assert [day for day, _, _ in streamed] == days
-    for day, text, count in streamed:
-        assert text.encode() == _written_bytes(tmp_path, documents[day])
-        assert count == len(documents[day]["candidates"])
+    assert any(count for _, _, count in streamed)
+    for _, text, count in streamed:
+        document = json.loads(text)
+        assert text.encode() == _written_bytes(tmp_path, document)
+        assert count == len(document["candidates"])
 
 
 def test_streamed_text_with_overlapping_scanners_and_odd_volumes(tmp_path):
     days = _days(dt.date(2023, 12, 25), 50)
-    documents = scan_many(OVERLAPPING, ODD_SYMBOLS, days)
+    history = bar_history(_odd_bars(days[-1]), [63])
+    symbols = {key: info for key, (info, _) in ODD.items()}
     admitted_twice = 0
-    for day, text, _ in scan_days_json(OVERLAPPING, ODD_SYMBOLS, days):
-        assert text.encode() == _written_bytes(tmp_path, documents[day])
-        assert json.loads(text) == documents[day]
-        admitted_twice += sum(len(c["admitted_by"]) > 1 for c in documents[day]["candidates"])
-    assert admitted_twice  # the case the per-symbol text cache must get right
-
-
-def test_scan_many_keeps_its_rules():
-    day = dt.date(2024, 3, 1)
-    document = scan_many(OVERLAPPING, ODD_SYMBOLS, [day])[day]
-    by_key = {f"{c['exchange']}_{c['symbol']}": c for c in document["candidates"]}
-    assert "N_OLD" not in by_key  # inactive
-    assert [a["rank"] for a in by_key["X_BTC"]["admitted_by"] if a["scanner"] == "liquid"] == [1]
-    assert by_key["N_AAA"]["history_days"] == (day - dt.date(2023, 12, 1)).days + 1
-    assert sum(1 for c in document["candidates"] for a in c["admitted_by"] if a["scanner"] == "liquid") == 3
-
-
-def test_the_candidates_of_a_window_are_every_candidate_of_every_day():
-    """What a range run ingests: the union of the window's daily lists, which outgrows the
-    last day's when a later listing ranks a symbol out of a top N (3 symbols in 2024 here)."""
-    listed = SyntheticSource(n_symbols=300).list_symbols()
-    config = load_universe(None, "default")
-    days = [dt.date(2024, 1, 1) + dt.timedelta(days=i) for i in range(366)]
-    union, last = set(), set()
-    for _, document in scan_days(config, listed, days):
-        last = {f"{c['exchange']}_{c['symbol']}" for c in document["candidates"]}
-        union |= last
-    assert window_candidate_keys(config, listed, days) == union
-    assert len(union - last) == 3  # ranked out before the last day: the case this guards
+    for day, text, _ in scan_point_in_time(OVERLAPPING, symbols, history, days):
+        document = json.loads(text)
+        assert text.encode() == _written_bytes(tmp_path, document)
+        assert document["as_of"] == day.isoformat()
+        admitted_twice += sum(len(c["admitted_by"]) > 1 for c in document["candidates"])
+        for record in document["candidates"]:
+            assert record["median_dollar_volume"] == ODD[f"{record['exchange']}_{record['symbol']}"][1]
+    assert admitted_twice  # the case the per-symbol text fragments must get right

@@ -4,6 +4,12 @@
 needs; it fails fast listing every candidate that is missing or stale before anything is
 computed. `read_snapshot_files` reads each file once into memory, so the hash in the
 manifest is the hash of the bytes copied, even while the data cycle replaces a file.
+
+Point in time: the quality inputs the manifest records for day D (the data-quality score
+selection filters on, the level shifts that exclude a symbol) are computed from the
+copied bars up to D and the catalog's dated drops and level shifts up to D
+(`quality_as_of`), never from the catalog's current score, which counts gaps and drops
+that happened after D.
 """
 
 from __future__ import annotations
@@ -17,8 +23,11 @@ from typing import Any
 
 import polars as pl
 
+from quant_assets.data.calendar import calendar_for
+from quant_assets.data.quality import quality_score
 from quant_resources.errors import QuantError
 from quant_resources.io_managers import LakehouseView
+from quant_resources.schema import date_to_ts, ts_to_date
 
 
 class SnapshotError(QuantError):
@@ -53,8 +62,9 @@ def plan_snapshot(view: LakehouseView, as_of: dt.date, stale_tolerance_days: int
                 f"{key} (ends {entry.get('end_date')}, needs {oldest_ok.isoformat()} or later)"
             )
             continue
-        if entry.get("level_shifts"):
-            plan.excluded[key] = f"level shift flagged on {', '.join(entry['level_shifts'])}"
+        shifts = [day for day in entry.get("level_shifts", []) if day <= as_of.isoformat()]
+        if shifts:  # one flagged after the day was not known on it
+            plan.excluded[key] = f"level shift flagged on {', '.join(shifts)}"
             continue
         plan.files[key] = path
         plan.entries[key] = entry
@@ -83,10 +93,40 @@ def read_snapshot_files(plan: SnapshotPlan) -> tuple[dict[str, bytes], dict[str,
             "symbol": key,
             "sha256": hashlib.sha256(data).hexdigest(),
             "rows": frame.height,
-            "data_quality_score": plan.entries[key].get("data_quality_score"),
+            "data_quality_score": quality_as_of(frame["timestamp"], plan.entries[key], plan.as_of),
+            # The score's only input that is not in the copied file: a reproduction rebuilds it.
+            "dropped_rows_as_of": dropped_as_of(plan.entries[key], plan.as_of),
             "asset_class": plan.entries[key].get("asset_class"),
         }
     return contents, described
+
+
+def quality_as_of(timestamps: pl.Series, entry: dict[str, Any], as_of: dt.date) -> float:
+    """The data-quality score of a symbol as known at the close of `as_of`.
+
+    `quality.quality_score` over the bars up to `as_of` (completeness between the first and
+    the last of them), the rows the sanitiser dropped on dates up to `as_of` (the catalog's
+    dated `dropped` counts) and whether a level shift was flagged up to `as_of`.
+    """
+    held = timestamps.filter(timestamps < date_to_ts(as_of + dt.timedelta(days=1)))
+    if held.is_empty():
+        return 0.0
+    return quality_score(
+        held.len(),
+        ts_to_date(int(held.min())),
+        ts_to_date(int(held.max())),
+        entry.get("calendar") or calendar_for(entry.get("asset_class", "equity")),
+        dropped_as_of(entry, as_of),
+        any(shift <= as_of.isoformat() for shift in entry.get("level_shifts", [])),
+    )
+
+
+def dropped_as_of(entry: dict[str, Any], as_of: dt.date) -> int:
+    """Rows the sanitiser dropped on dates up to `as_of` (the catalog's dated counts)."""
+    day = as_of.isoformat()
+    return sum(
+        int(count) for by_date in entry.get("dropped", {}).values() for date, count in by_date.items() if date <= day
+    )
 
 
 def fingerprint(described: dict[str, dict[str, Any]]) -> str:

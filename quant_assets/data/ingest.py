@@ -168,6 +168,7 @@ def build_entry(
         "asset_class": info.asset_class,
         "calendar": calendar,
         "genesis_date": info.genesis_date.isoformat(),
+        "delisting_date": info.delisting_date.isoformat() if info.delisting_date else None,
         "file": file,
         "file_mtime_ns": file_mtime_ns,
         "start_date": first.isoformat() if first else None,
@@ -254,6 +255,8 @@ def fetch_window(
     lo = max(lo, info.genesis_date)
     lo = first_session_on_or_after(lo, calendar)
     hi = last_session_on_or_before(end, calendar)
+    if info.delisting_date is not None:  # no bar after the last session, ever
+        hi = min(hi, info.delisting_date)
     if lo > hi:
         return None
     return lo, hi
@@ -431,6 +434,10 @@ def _fetch_one(
     outcome = SymbolOutcome(key, info.exchange, info.symbol, "ingested", file=str(path))
     entry = catalog["symbols"].get(key)
     window = fetch_window(info, entry, start, end, settings)
+    if window is None and entry and info.delisting_date is not None and path.exists():
+        outcome.status = "skipped"  # delisted and held whole: it stays, nothing to fetch
+        outcome.rows_total = entry["rows"]
+        return outcome, None
     if window is None:
         outcome.status = "not_listed"
         return outcome, None

@@ -403,6 +403,8 @@ def _restore_from_snapshot(manifest: dict[str, Any], run_dir: Path, layout: Stor
             "rows": described["rows"],
             "file": f"ohlcv/{name}",
             "level_shifts": [],
+            # The quality score as of the run's day needs its dropped rows up to that day.
+            "dropped": {"recorded": {manifest["as_of"]: int(described.get("dropped_rows_as_of") or 0)}},
         }
     for key, reason in (manifest.get("excluded") or {}).items():
         exchange, symbol = key.split("_", 1)

@@ -26,10 +26,11 @@ import os
 import threading
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
 from quant_resources.errors import ConfigError, InvalidSymbolError, SourceError, UnknownSymbolError
@@ -327,12 +328,39 @@ def _as_date(value: dt.date) -> dt.date:
     return value.date() if isinstance(value, dt.datetime) else value
 
 
+DELISTED_AFTER_SESSIONS = 30  # a file ending this many sessions before the newest is a delisting
+
+
+def _mark_delistings(infos: list[SymbolInfo]) -> list[SymbolInfo]:
+    """A file whose last bar is more than `DELISTED_AFTER_SESSIONS` sessions (of its own
+    calendar) before the newest last bar of the folder is a delisting at its last bar; every
+    other file trades on (`delisting_date` None). `infos` carry their last bar date in
+    `delisting_date` on the way in."""
+    newest = max((info.delisting_date for info in infos if info.delisting_date), default=None)
+    out = []
+    for info in infos:
+        last = info.delisting_date
+        if newest is None or last is None:
+            out.append(replace(info, delisting_date=None))
+            continue
+        after = last + dt.timedelta(days=1)
+        behind = (
+            (newest - last).days
+            if info.asset_class == "crypto"
+            else int(np.busday_count(after, newest + dt.timedelta(days=1)))
+        )
+        out.append(replace(info, delisting_date=last if behind > DELISTED_AFTER_SESSIONS else None))
+    return out
+
+
 class FileSource(MarketDataSource):
     """Bars from `folder`, one `{EXCHANGE}_{SYMBOL}[_1d].csv|.parquet` file per symbol.
 
     `list_symbols` derives each symbol's metadata from its bars: asset class "crypto"
     when any bar falls on a Saturday or Sunday (else "equity"), genesis = the first bar's
-    date, median dollar volume = median(close * volume). Files that cannot be listed
+    date, median dollar volume = median(close * volume), delisting date = the last bar's
+    date when the file ends more than 30 sessions before the newest file of the folder
+    (`_mark_delistings`; None otherwise). Files that cannot be listed
     (bad name, unreadable content, no bars) are skipped; `skipped_files()` says why.
     """
 
@@ -372,6 +400,7 @@ class FileSource(MarketDataSource):
             return path.name, "no bars in the file"
         stats = bars.select(
             first=pl.col("timestamp").min(),
+            last=pl.col("timestamp").max(),
             weekend=((pl.col("timestamp") // SECONDS_PER_DAY + 3) % 7 >= 5).any(),
             dollar_volume=(pl.col("close") * pl.col("volume")).median(),
         ).row(0, named=True)
@@ -381,6 +410,7 @@ class FileSource(MarketDataSource):
             asset_class="crypto" if stats["weekend"] else "equity",
             genesis_date=ts_to_date(stats["first"]),
             median_dollar_volume=float(stats["dollar_volume"] or 0.0),
+            delisting_date=ts_to_date(stats["last"]),  # provisional: `_listing` keeps it or not
         )
 
     def _listing(self) -> tuple[list[SymbolInfo], list[tuple[str, str]]]:
@@ -395,7 +425,7 @@ class FileSource(MarketDataSource):
                     infos.append(outcome)
                 else:
                     skipped.append(outcome)
-        return infos, sorted(skipped)
+        return _mark_delistings(infos), sorted(skipped)
 
     def list_symbols(self) -> list[SymbolInfo]:
         return self._listing()[0]

@@ -13,6 +13,10 @@ The universe (symbol `i` of `n_symbols`; a larger universe extends a smaller one
   annualised volatility 20-40%, loading on the market and one of two sector factors.
 - About 80% of symbols are listed (genesis) in 2010-2015, the rest between 2018-06 and
   2025-06, after the default history start.
+- About 5% *delist* (3 of every block of 64 symbols): they stop trading for good on a
+  seeded session between max(genesis, 2018-01-01) + 1 year and 2025-06-30 and have no bar
+  after it (`SymbolInfo.delisting_date`), so point-in-time discovery and survivorship are
+  exercised by default. Drawn from their own stream: no other bar changes.
 
 Some symbols carry *seeded defects* (toxic spikes, lasting level shifts, gaps, duplicate
 bars, high < low, non-positive closes) at deterministic dates, each kind on its own
@@ -73,6 +77,10 @@ _EVENT_ROOM = 20
 
 # Tags keep the random streams of parameters, years, factors and defects independent.
 _TAG_PARAMS, _TAG_YEAR, _TAG_FACTOR, _TAG_DEFECTS, _TAG_LATE = 101, 202, 303, 404, 505
+_TAG_DELIST = 606
+_DELISTINGS_PER_BLOCK = 3  # of every 64 symbols (~5%)
+_DELIST_FROM = dt.date(2018, 1, 1)  # delistings sit after max(genesis, this) + 365 days
+_DELIST_UNTIL = dt.date(2025, 6, 30)  # ... and strictly before this date
 _N_FACTORS = 4  # 0 market, 1 and 2 equity sectors, 3 crypto sector
 _CARRY_LIMIT = 500_000  # entries of the year-start log-price cache before it is reset
 
@@ -253,6 +261,28 @@ def _factor_year(seed: int, year: int) -> np.ndarray:
     )
     shocks.flags.writeable = False
     return shocks
+
+
+@lru_cache(maxsize=1024)
+def _delistings_block(seed: int, block: int) -> tuple[int | None, ...]:
+    """The last session (epoch day) of each symbol of a parameter block that delists, or None."""
+    rng = _generator(_TAG_DELIST, seed, block)
+    chosen = set(rng.choice(_PARAM_BLOCK, size=_DELISTINGS_PER_BLOCK, replace=False).tolist())
+    where = rng.random(_PARAM_BLOCK).tolist()
+    out: list[int | None] = []
+    for j in range(_PARAM_BLOCK):
+        p = _symbol_params(seed, block * _PARAM_BLOCK + j)
+        lo = _epoch_day(max(p.genesis, _DELIST_FROM)) + 365
+        hi = _epoch_day(_DELIST_UNTIL) - 1
+        if j not in chosen or lo >= hi:
+            out.append(None)
+            continue
+        out.append(_previous_session(lo + int(where[j] * (hi - lo)), p.crypto))
+    return tuple(out)
+
+
+def _delisting_day(seed: int, idx: int) -> int | None:
+    return _delistings_block(seed, idx // _PARAM_BLOCK)[idx % _PARAM_BLOCK]
 
 
 # --------------------------------------------------------------------------- defects
@@ -536,8 +566,10 @@ def _universe(
 ) -> tuple[tuple[SymbolInfo, ...], dict[tuple[str, str], int]]:
     infos = []
     index: dict[tuple[str, str], int] = {}
+    today = _epoch_day(_today_utc())
     for idx in range(n_symbols):
         p = _symbol_params(seed, idx)
+        delisting = _delisting_day(seed, idx)
         infos.append(
             SymbolInfo(
                 exchange=p.exchange,
@@ -545,6 +577,8 @@ def _universe(
                 asset_class="crypto" if p.crypto else "equity",
                 genesis_date=p.genesis,
                 median_dollar_volume=p.dollar_volume,
+                # The market has no future: a delisting not yet happened is not known.
+                delisting_date=_from_epoch_day(delisting) if delisting is not None and delisting <= today else None,
             )
         )
         index[(p.exchange, p.symbol)] = idx
@@ -561,6 +595,7 @@ def clear_caches() -> None:
         _param_block,
         _factor_year,
         _defect_kinds_block,
+        _delistings_block,
         _defect_plan,
         _year_bars,
         _universe,
@@ -619,7 +654,7 @@ class SyntheticSource(MarketDataSource):
         idx = self._index(exchange, symbol)
         p = _symbol_params(self.seed, idx)
         first = max(_epoch_day(_as_date(start)), p.genesis_day)
-        last = min(_epoch_day(_as_date(end)), _epoch_day(_today_utc()))
+        last = min(_epoch_day(_as_date(end)), self._last_day(idx))
         if first > last:
             return empty_ohlcv()
         years = [
@@ -646,6 +681,12 @@ class SyntheticSource(MarketDataSource):
             + [pl.Series(name, values[row]) for row, name in enumerate(_VALUE_COLUMNS)]
         )
 
+    def _last_day(self, idx: int) -> int:
+        """The symbol's last bar that exists: today, or its delisting session."""
+        today = _epoch_day(_today_utc())
+        delisting = _delisting_day(self.seed, idx)
+        return today if delisting is None else min(today, delisting)
+
     def late_bars(
         self,
         exchange: str,
@@ -660,7 +701,7 @@ class SyntheticSource(MarketDataSource):
         idx = self._index(exchange, symbol)
         p = _symbol_params(self.seed, idx)
         lo = max(_epoch_day(_as_date(start)) if start is not None else p.genesis_day, p.genesis_day)
-        hi = min(_epoch_day(_as_date(end)) if end is not None else 10**6, _epoch_day(_today_utc()))
+        hi = min(_epoch_day(_as_date(end)) if end is not None else 10**6, self._last_day(idx))
         runs = []
         for first, last in _late_runs(self.seed, self.late_bars_seed, idx, lo, hi):
             first, last = _next_session(max(first, lo), p.crypto), _previous_session(min(last, hi), p.crypto)
@@ -685,6 +726,8 @@ class SyntheticSource(MarketDataSource):
         plan = _defect_plan(self.seed, plan_idx)
         lo = _epoch_day(_as_date(start)) if start is not None else -(10**9)
         hi = _epoch_day(_as_date(end)) if end is not None else 10**9
+        if (delisting := _delisting_day(self.seed, plan_idx)) is not None:
+            hi = min(hi, delisting)  # no bar, so no defect, after its last session
 
         def dates(days: tuple[int, ...]) -> list[dt.date]:
             return [_from_epoch_day(d) for d in days if lo <= d <= hi]

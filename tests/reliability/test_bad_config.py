@@ -26,7 +26,7 @@ def test_scanner_config_with_unknown_field(tmp_path):
 
 @pytest.mark.parametrize(
     "line,where",
-    [("top_n: many", "scanners.0.top_n"), ("min_history_days: -3", "scanners.0.min_history_days"), ("asset_classes: [bonds]", "scanners.0.asset_classes.0")],
+    [("top_n: many", "scanners.0.top_n"), ("min_history_sessions: -3", "scanners.0.min_history_sessions"), ("asset_classes: [bonds]", "scanners.0.asset_classes.0")],
 )
 def test_scanner_config_with_wrong_type_or_value(tmp_path, line, where):
     config_dir = write_config(tmp_path, f"universe: u\nscanners:\n  - name: a\n    {line}\n")

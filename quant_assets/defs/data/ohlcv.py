@@ -15,7 +15,7 @@ from quant_assets.data.calendar import last_session_on_or_before
 from quant_assets.data.ingest import IngestReport
 from quant_assets.data.lakehouse_reads import scan_bars
 from quant_assets.data.quality_report import quality_markdown, quality_view
-from quant_assets.data.scanners import load_universe, window_candidate_keys
+from quant_assets.data.scanners import load_universe, universe_pool
 from quant_assets.data.shards import ShardResult, ingest_sharded
 from quant_assets.data.skipped import (
     LISTING,
@@ -25,7 +25,7 @@ from quant_assets.data.skipped import (
     skipped_line,
     skipped_markdown,
 )
-from quant_assets.defs.data.candidates import read_candidates
+from quant_assets.defs.data.candidates import RESTORE_ASSET
 from quant_assets.mlops.tracking import log_data_cycle
 from quant_assets.partitions import DAILY, window_dates
 from quant_resources import progress
@@ -84,12 +84,14 @@ CHECKS = [
 @dg.asset(
     partitions_def=DAILY,
     backfill_policy=dg.BackfillPolicy.single_run(),
-    deps=["candidates"],
+    deps=[RESTORE_ASSET],  # the data job's first step: the recorded lakehouse version, restored
     group_name="data",
     kinds={"polars", "parquet"},
     check_specs=CHECKS,
     description=(
-        "Daily OHLCV bars, one Snappy Parquet file per symbol in data/lakehouse/ohlcv/, "
+        "Daily OHLCV bars of the universe's pool (every listed symbol its scanners' static rules "
+        "admit that traded in the window, and every symbol already held), one Snappy Parquet "
+        "file per symbol in data/lakehouse/ohlcv/, "
         "sanitised (duplicates, invalid OHLC, toxic returns over +{toxic_pct}%) before they land; "
         "catalog.json and symbols.parquet updated atomically."
     ),
@@ -103,21 +105,13 @@ def ohlcv(
     compute: Compute,
 ) -> dg.MaterializeResult:
     start, end = window_dates(context)
-    candidates_doc = read_candidates(settings, end)
     catalog = lakehouse.read_catalog()
     listed = source.list_symbols()
     skipped = source.skipped_files()  # what it could not list, and why: reported below, never dropped
-    # A range: every candidate of the window, not only the last day's (point in time).
-    window = (
-        window_candidate_keys(
-            load_universe(settings.config_dir, settings.universe),
-            listed,
-            [start + dt.timedelta(days=i) for i in range((end - start).days + 1)],
-        )
-        if start < end
-        else frozenset()
-    )
-    symbols = symbols_to_ingest(candidates_doc, catalog, listed, window)
+    # The pool, not a ranked list: which symbols are candidates on each day is decided
+    # afterwards from the lakehouse's own bars up to that day (`candidates`, point in time).
+    pool = universe_pool(load_universe(settings.config_dir, settings.universe), listed, start, end)
+    symbols = symbols_to_ingest(pool, catalog, listed)
     context.log.info(f"ohlcv {start}..{end}: {len(symbols)} symbols to bring up to date")
     # In process (the default) or in shards on a Dask cluster (QUANT_COMPUTE=dask).
     report, shards = ingest_sharded(
@@ -155,41 +149,39 @@ def ohlcv(
         {"quality_report": dg.MetadataValue.md(quality_markdown(quality_view(catalog)))},
         partition_key=end.isoformat(),
     )
-    return dg.MaterializeResult(metadata=metadata, check_results=check_ohlcv(lakehouse, settings, start, end))
+    delisted = {s.key: s.delisting_date for s in symbols if s.delisting_date is not None}
+    return dg.MaterializeResult(
+        metadata=metadata, check_results=check_ohlcv(lakehouse, settings, start, end, delisted)
+    )
 
 
-def check_ohlcv(lakehouse: Lakehouse, settings: Settings, start: dt.date, end: dt.date) -> list[dg.AssetCheckResult]:
-    """The five checks of `ohlcv` over the window [start, end], in `CHECKS` order."""
+def check_ohlcv(
+    lakehouse: Lakehouse,
+    settings: Settings,
+    start: dt.date,
+    end: dt.date,
+    delisted: dict[str, dt.date] | None = None,
+) -> list[dg.AssetCheckResult]:
+    """The five checks of `ohlcv` over the window [start, end], in `CHECKS` order.
+    `delisted`: last sessions of symbols that stopped trading (fresh up to that day)."""
     catalog = lakehouse.read_catalog()
     return [
         schema_result(lakehouse, start, end),
         toxic_result(lakehouse, catalog, start, end, settings.toxic_threshold),
         gaps_result(catalog, start, end, settings.gap_threshold_days),
-        freshness_result(catalog, end, settings.freshness_hours),
+        freshness_result(catalog, end, settings.freshness_hours, delisted),
         skipped_files_result(catalog),
     ]
 
 
 def symbols_to_ingest(
-    candidates: dict[str, Any],
-    catalog: dict[str, Any],
-    listed: list[SymbolInfo],
-    window_candidates: set[str] | frozenset[str] = frozenset(),
+    pool: list[SymbolInfo], catalog: dict[str, Any], listed: list[SymbolInfo]
 ) -> list[SymbolInfo]:
-    """The last day's candidates, every other candidate of the window
-    (`window_candidates`, keys of listed symbols) and every symbol already in the
-    lakehouse, once each."""
+    """The window's pool (`scanners.universe_pool`), every symbol already in the lakehouse
+    (a delisted one included: the lakehouse never drops a symbol) and every symbol that
+    failed before and is listed, once each, sorted by key."""
     by_key = {info.key: info for info in listed}
-    wanted: dict[str, SymbolInfo] = {key: by_key[key] for key in window_candidates if key in by_key}
-    for record in candidates["candidates"]:
-        key = f"{record['exchange']}_{record['symbol']}"
-        wanted[key] = by_key.get(key) or SymbolInfo(
-            record["exchange"],
-            record["symbol"],
-            record["asset_class"],
-            dt.date.fromisoformat(record["genesis_date"]),
-            float(record["median_dollar_volume"]),
-        )
+    wanted: dict[str, SymbolInfo] = {info.key: info for info in pool}
     for key, entry in catalog["symbols"].items():
         if key not in wanted:
             wanted[key] = by_key.get(key) or _info_from_entry(entry)
@@ -206,6 +198,7 @@ def _info_from_entry(entry: dict[str, Any]) -> SymbolInfo:
         asset_class=entry.get("asset_class", "equity"),
         genesis_date=dt.date.fromisoformat(entry.get("genesis_date") or entry["start_date"]),
         median_dollar_volume=float(entry.get("median_dollar_volume", 0.0)),
+        delisting_date=dt.date.fromisoformat(entry["delisting_date"]) if entry.get("delisting_date") else None,
     )
 
 
@@ -301,11 +294,18 @@ def gaps_result(catalog: dict[str, Any], start: dt.date, end: dt.date, threshold
     )
 
 
-def freshness_result(catalog: dict[str, Any], end: dt.date, freshness_hours: float) -> dg.AssetCheckResult:
+def freshness_result(
+    catalog: dict[str, Any], end: dt.date, freshness_hours: float, delisted: dict[str, dt.date] | None = None
+) -> dg.AssetCheckResult:
     now = dt.datetime.now(dt.UTC)
     stale, old_fetch = [], []
+    delisted = dict(delisted or {})
     for key, entry in catalog["symbols"].items():
         expected = last_session_on_or_before(end, entry.get("calendar", "24/7"))
+        if entry.get("delisting_date"):
+            delisted.setdefault(key, dt.date.fromisoformat(entry["delisting_date"]))
+        if key in delisted:  # no bar after its last session: it is as fresh as it gets
+            expected = min(expected, delisted[key])
         in_gap = any(g["start"] <= expected.isoformat() <= g["end"] for g in entry.get("gaps", []))
         if entry.get("end_date") and entry["end_date"] < expected.isoformat() and not in_gap:
             stale.append(f"{key} ends {entry['end_date']}, expected {expected}")

@@ -3,7 +3,7 @@ version recorded in dvc.lock from the DVC remote before anything reads the lakeh
 
 Why an asset at the head of the data job, not an op or a hook: an asset job holds no ops,
 and Dagster has no run-start hook (hooks run after a step, sensors on run status run in
-the daemon, after the steps may have started). `candidates` depends on this asset, so it
+the daemon, after the steps may have started). `ohlcv` depends on this asset, so it
 runs first in every run of `data_cycle` (a day, a range, the daily schedule, `quant
 production`), shows in the UI as a step with its log and metadata (what it restored, or
 why there was nothing to do), and a failure (DVC missing, the remote unreachable) stops
