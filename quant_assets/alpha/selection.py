@@ -219,9 +219,14 @@ def correlation_clusters(window: np.ndarray, n_clusters: int) -> np.ndarray:
     if n == 1:
         return np.ones(1, dtype=int)
     # The condensed (upper-triangle) vector only: half the elementwise work of the matrix.
-    corr = squareform(pairwise_correlation(window), checks=False)
-    corr = np.clip(np.where(np.isfinite(corr), corr, 0.0), -1.0, 1.0)
-    distance = np.sqrt(np.clip((1.0 - corr) / 2.0, 0.0, None))
+    # In place: d = sqrt((1 - rho) / 2), rho clipped to [-1, 1] and 0 where undefined
+    # (1 - rho >= 0 then holds exactly, no second clip needed).
+    distance = squareform(pairwise_correlation(window), checks=False)
+    distance[~np.isfinite(distance)] = 0.0
+    np.clip(distance, -1.0, 1.0, out=distance)
+    np.subtract(1.0, distance, out=distance)
+    distance /= 2.0
+    np.sqrt(distance, out=distance)
     tree = linkage(distance, method="average")
     return fcluster(tree, t=min(n_clusters, n), criterion="maxclust")
 
@@ -252,23 +257,30 @@ def select_winners(
         score = score + params.feature_weight * np.nan_to_num(feature, nan=0.0)
     excluded: dict[str, str] = {}
     relaxations: list[dict[str, Any]] = []
+    # Each symbol's tests as arrays (one pass per relaxation step, not one per symbol); the
+    # first failing test, in this order, names the exclusion.
+    is_flagged = np.array([s in flagged for s in symbols], dtype=bool)
+    quality_of = np.array([quality.get(s, 1.0) for s in symbols], dtype=float)
+    defined = np.isfinite(score)
     min_quality, min_history = params.min_quality, params.min_history
     for step in range(params.max_relaxations + 1):
-        eligible = []
+        low_quality = quality_of < min_quality
+        short = history < min_history
+        passes = ~is_flagged & ~low_quality & ~short & defined
+        eligible = np.flatnonzero(passes).tolist()
         excluded = {}
-        for j, symbol in enumerate(symbols):
-            if symbol in flagged:
+        for j in np.flatnonzero(~passes).tolist():
+            symbol = symbols[j]
+            if is_flagged[j]:
                 excluded[symbol] = "level shift flagged in the catalog"
-            elif quality.get(symbol, 1.0) < min_quality:
+            elif low_quality[j]:
                 excluded[symbol] = (
                     f"data quality {quality.get(symbol, 1.0):.3f} < {min_quality:.3f}"
                 )
-            elif history[j] < min_history:
+            elif short[j]:
                 excluded[symbol] = f"{int(history[j])} returns in the lookback < {min_history}"
-            elif not np.isfinite(score[j]):
-                excluded[symbol] = "score undefined (no volatility)"
             else:
-                eligible.append(j)
+                excluded[symbol] = "score undefined (no volatility)"
         if len(eligible) >= params.n_winners or step == params.max_relaxations:
             break
         min_quality = max(0.0, round(min_quality - params.relax_quality_step, 10))
