@@ -165,7 +165,12 @@ def test_pairwise_correlation_matches_the_hand_computation():
     corr = pairwise_correlation(CORR_WINDOW)
     a, b, c, d, e, f = range(6)
     expected = {
-        (a, e): 0.0, (a, f): 0.8, (e, f): 0.0, (a, b): 1.0, (a, c): -1.0, (b, c): -1.0,
+        (a, e): 0.0,
+        (a, f): 0.8,
+        (e, f): 0.0,
+        (a, b): 1.0,
+        (a, c): -1.0,
+        (b, c): -1.0,
         (e, b): -6 / math.sqrt(48),
     }
     for (i, j), value in expected.items():
