@@ -13,6 +13,7 @@ import pytest
 from quant_assets.alpha.selection import (
     SelectionParams,
     correlation_clusters,
+    pairwise_correlation,
     scores,
     select_winners,
 )
@@ -140,6 +141,80 @@ def test_correlation_clusters_group_the_correlated_pairs():
     assert labels[0] == labels[1] and labels[2] == labels[3] and labels[0] != labels[2]
     assert list(correlation_clusters(PAIRS, 1)) == [1, 1, 1, 1]
     assert list(correlation_clusters(PAIRS[:, :1], 3)) == [1]
+
+
+# Complete columns a, e, f (one standardised product) and columns with NaN b, c, d
+# (pairwise sums), each correlation over the rows both columns have:
+#   a-e: a - 2.5 = (-1.5, -.5, .5, 1.5), e - 2.5 = (1.5, -1.5, -1.5, 1.5): sum 0 -> 0
+#   a-f: f - 2.5 = (-1.5, .5, -.5, 1.5): 4 / (sqrt 5 sqrt 5) = 0.8;  e-f: 0
+#   a-b (rows 0-2): b = 2a -> 1;  a-c (rows 1-3): c = 5 - a -> -1;  b-c (rows 1, 2): -1
+#   e-b (rows 0-2): e = (4, 1, 1) - 2 = (2, -1, -1), b - 4 = (-2, 0, 2): -6 / sqrt(6 * 8)
+#   d has one row: undefined with every other column.
+CORR_WINDOW = np.array(
+    [
+        # a    b    c    d    e    f
+        [1.0, 2.0, NAN, 1.0, 4.0, 1.0],
+        [2.0, 4.0, 3.0, NAN, 1.0, 3.0],
+        [3.0, 6.0, 2.0, NAN, 1.0, 2.0],
+        [4.0, NAN, 1.0, NAN, 4.0, 4.0],
+    ]
+)
+
+
+def test_pairwise_correlation_matches_the_hand_computation():
+    corr = pairwise_correlation(CORR_WINDOW)
+    a, b, c, d, e, f = range(6)
+    expected = {
+        (a, e): 0.0,
+        (a, f): 0.8,
+        (e, f): 0.0,
+        (a, b): 1.0,
+        (a, c): -1.0,
+        (b, c): -1.0,
+        (e, b): -6 / math.sqrt(48),
+    }
+    for (i, j), value in expected.items():
+        assert corr[i, j] == pytest.approx(value, abs=1e-12), (i, j)
+    assert np.array_equal(corr, corr.T, equal_nan=True)
+    assert np.all(np.diag(corr) == 1.0)
+    assert not np.isfinite(np.delete(corr[d], d)).any()
+
+
+def test_pairwise_correlation_is_pearson_over_the_common_rows_of_each_pair():
+    rng = np.random.default_rng(5)
+    window = rng.normal(0.0, 0.01, (60, 12)) + rng.normal(0.0, 0.01, (60, 1))
+    assert np.allclose(pairwise_correlation(window), np.corrcoef(window.T), atol=1e-12)
+    window[:15, 3] = NAN  # a late start
+    gaps = window[:, 6:]  # gaps in half of the columns; columns 0-2 and 4-5 stay complete
+    gaps[rng.random(gaps.shape) < 0.05] = NAN
+    corr = pairwise_correlation(window)
+    for i in range(12):
+        for j in range(12):
+            both = np.isfinite(window[:, i]) & np.isfinite(window[:, j])
+            reference = np.corrcoef(window[both, i], window[both, j])[0, 1]
+            assert corr[i, j] == pytest.approx(reference, abs=1e-12), (i, j)
+
+
+def test_correlation_clusters_are_the_average_linkage_of_the_correlation_distance():
+    from scipy.cluster.hierarchy import fcluster, linkage
+    from scipy.spatial.distance import squareform
+
+    rng = np.random.default_rng(9)
+    loadings = rng.normal(0.0, 1.0, (40, 4))
+    window = rng.normal(0.0, 0.01, (120, 4)) @ loadings.T + rng.normal(0.0, 0.01, (120, 40))
+    window[:30, :5] = NAN
+    window[rng.random(window.shape) < 0.02] = NAN
+    reference = np.empty((40, 40))
+    for i in range(40):
+        for j in range(40):
+            both = np.isfinite(window[:, i]) & np.isfinite(window[:, j])
+            reference[i, j] = np.corrcoef(window[both, i], window[both, j])[0, 1]
+    distance = np.sqrt((1.0 - np.clip(reference, -1.0, 1.0)) / 2.0)
+    np.fill_diagonal(distance, 0.0)
+    tree = linkage(squareform(distance, checks=False), method="average")
+    for k in (2, 5, 8):
+        expected = fcluster(tree, t=k, criterion="maxclust")
+        assert np.array_equal(correlation_clusters(window, k), expected)
 
 
 def test_winners_are_the_best_per_cluster_not_the_best_overall():

@@ -131,30 +131,103 @@ def scores(
     return momentum, volatility, score
 
 
+def pairwise_correlation(window: np.ndarray) -> np.ndarray:
+    """(N, N) pairwise-complete Pearson correlations of the columns of a (L, N) window.
+
+    rho_ij uses the rows where both columns are finite; it is not finite (NaN, or +-inf
+    from rounding) where undefined: fewer than 2 common rows, or no variance over them.
+    The diagonal is 1 and the matrix is exactly symmetric.
+
+    Complete columns (no NaN in the window) share every row, so their block is one
+    symmetric product of the standardised columns; only the columns with a NaN need the
+    pairwise sums (`_pairwise_block`). A window without NaN costs one (N x L) syrk.
+    """
+    n = window.shape[1]
+    mask = np.isfinite(window)
+    complete = mask.all(axis=0)
+    full = np.flatnonzero(complete)
+    partial = np.flatnonzero(~complete)
+    if partial.size == 0:
+        corr = _complete_block(window)
+    else:
+        corr = np.empty((n, n))
+        filled = np.where(mask, window, 0.0)
+        present = mask.astype(float)
+        x_p, m_p = filled[:, partial], present[:, partial]
+        corr[np.ix_(partial, partial)] = _pairwise_block(x_p, m_p)
+        if full.size:
+            corr[np.ix_(full, full)] = _complete_block(window[:, full])
+            across = _pairwise_block(filled[:, full], None, x_p, m_p)
+            corr[np.ix_(full, partial)] = across
+            corr[np.ix_(partial, full)] = across.T
+    np.fill_diagonal(corr, 1.0)
+    return corr
+
+
+def _complete_block(window: np.ndarray) -> np.ndarray:
+    # Pearson over all rows: z = (x - mean) / ||x - mean||, rho = z^T z. `z.T @ z` on one
+    # buffer is a syrk in NumPy (half the work of a product, exactly symmetric).
+    centred = window - window.mean(axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = centred / np.sqrt(np.einsum("ij,ij->j", centred, centred))
+    return z.T @ z
+
+
+def _pairwise_block(
+    x_a: np.ndarray,
+    m_a: np.ndarray | None,
+    x_b: np.ndarray | None = None,
+    m_b: np.ndarray | None = None,
+) -> np.ndarray:
+    """Pairwise-complete correlations between the columns of a and b over their common rows.
+
+    x: (L, k) returns with NaN replaced by 0; m: (L, k) 1.0 where present. m_a None: the
+    a columns are complete (no product needed for the b side's counts and sums). b None:
+    b is a (the block is symmetric; its products are syrks and its sums one product).
+    """
+    if x_b is None:
+        counts = m_a.T @ m_a
+        sums_a = x_a.T @ m_a  # sums_a[i, j] = sum of x_i over the rows where x_j is present
+        sums_b = sums_a.T
+        squares_a = (x_a * x_a).T @ m_a
+        squares_b = squares_a.T
+        products = x_a.T @ x_a
+    else:
+        if m_a is None:
+            counts = m_b.sum(axis=0)[None, :]
+            sums_b = x_b.sum(axis=0)[None, :]
+            squares_b = (x_b * x_b).sum(axis=0)[None, :]
+        else:
+            counts = m_a.T @ m_b
+            sums_b = m_a.T @ x_b
+            squares_b = m_a.T @ (x_b * x_b)
+        sums_a = x_a.T @ m_b
+        squares_a = (x_a * x_a).T @ m_b
+        products = x_a.T @ x_b
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean_a = sums_a / counts
+        mean_b = sums_b / counts
+        cov = products / counts - mean_a * mean_b
+        var_a = squares_a / counts - mean_a**2
+        var_b = squares_b / counts - mean_b**2
+        return cov / np.sqrt(var_a * var_b)
+
+
 def correlation_clusters(window: np.ndarray, n_clusters: int) -> np.ndarray:
     """Cluster labels 1..k of the columns of a (L, N) window (pairwise-complete correlation)."""
     n = window.shape[1]
     if n == 1:
         return np.ones(1, dtype=int)
-    mask = np.isfinite(window)
-    filled = np.where(mask, window, 0.0)
-    counts = mask.T.astype(float) @ mask.astype(float)
-    sums = filled.T @ mask.astype(float)  # sums[i, j] = sum of x_i where both present
-    squares = (filled**2).T @ mask.astype(float)
-    products = filled.T @ filled
-    with np.errstate(divide="ignore", invalid="ignore"):
-        mean_i = sums / counts
-        mean_j = sums.T / counts
-        cov = products / counts - mean_i * mean_j
-        var_i = squares / counts - mean_i**2
-        var_j = squares.T / counts - mean_j**2
-        corr = cov / np.sqrt(var_i * var_j)
-    corr = np.where(np.isfinite(corr), corr, 0.0)
-    corr = np.clip((corr + corr.T) / 2.0, -1.0, 1.0)
-    np.fill_diagonal(corr, 1.0)
-    distance = np.sqrt(np.clip((1.0 - corr) / 2.0, 0.0, None))
-    np.fill_diagonal(distance, 0.0)
-    tree = linkage(squareform(distance, checks=False), method="average")
+    # The condensed (upper-triangle) vector only: half the elementwise work of the matrix.
+    # In place: d = sqrt((1 - rho) / 2), rho clipped to [-1, 1] and 0 where undefined
+    # (1 - rho >= 0 then holds exactly, no second clip needed).
+    distance = squareform(pairwise_correlation(window), checks=False)
+    distance[~np.isfinite(distance)] = 0.0
+    np.clip(distance, -1.0, 1.0, out=distance)
+    np.subtract(1.0, distance, out=distance)
+    distance /= 2.0
+    np.sqrt(distance, out=distance)
+    tree = linkage(distance, method="average")
     return fcluster(tree, t=min(n_clusters, n), criterion="maxclust")
 
 
@@ -184,23 +257,30 @@ def select_winners(
         score = score + params.feature_weight * np.nan_to_num(feature, nan=0.0)
     excluded: dict[str, str] = {}
     relaxations: list[dict[str, Any]] = []
+    # Each symbol's tests as arrays (one pass per relaxation step, not one per symbol); the
+    # first failing test, in this order, names the exclusion.
+    is_flagged = np.array([s in flagged for s in symbols], dtype=bool)
+    quality_of = np.array([quality.get(s, 1.0) for s in symbols], dtype=float)
+    defined = np.isfinite(score)
     min_quality, min_history = params.min_quality, params.min_history
     for step in range(params.max_relaxations + 1):
-        eligible = []
+        low_quality = quality_of < min_quality
+        short = history < min_history
+        passes = ~is_flagged & ~low_quality & ~short & defined
+        eligible = np.flatnonzero(passes).tolist()
         excluded = {}
-        for j, symbol in enumerate(symbols):
-            if symbol in flagged:
+        for j in np.flatnonzero(~passes).tolist():
+            symbol = symbols[j]
+            if is_flagged[j]:
                 excluded[symbol] = "level shift flagged in the catalog"
-            elif quality.get(symbol, 1.0) < min_quality:
+            elif low_quality[j]:
                 excluded[symbol] = (
                     f"data quality {quality.get(symbol, 1.0):.3f} < {min_quality:.3f}"
                 )
-            elif history[j] < min_history:
+            elif short[j]:
                 excluded[symbol] = f"{int(history[j])} returns in the lookback < {min_history}"
-            elif not np.isfinite(score[j]):
-                excluded[symbol] = "score undefined (no volatility)"
             else:
-                eligible.append(j)
+                excluded[symbol] = "score undefined (no volatility)"
         if len(eligible) >= params.n_winners or step == params.max_relaxations:
             break
         min_quality = max(0.0, round(min_quality - params.relax_quality_step, 10))
