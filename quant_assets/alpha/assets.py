@@ -20,7 +20,7 @@ import pydantic
 from quant_assets.alpha.audit import append_audit
 from quant_assets.alpha.backtest import plot_equity_curve, plot_weights
 from quant_assets.alpha.policy import policy_walk_forward, weights_frame
-from quant_assets.alpha.returns import build_returns_matrix, returns_array
+from quant_assets.alpha.returns import build_returns_matrix, panel_calendars, returns_array
 from quant_assets.alpha.selection import SelectionParams, select_winners
 from quant_assets.alpha.snapshot import (
     fingerprint,
@@ -277,11 +277,11 @@ def build_alpha_assets(settings: Settings, partitions_def: dg.PartitionsDefiniti
             d["symbol"]: pl.read_parquet(data_dir / name, columns=["timestamp", "close"])
             for name, d in manifest["files"].items()
         }
-        business = any(d.get("asset_class") == "equity" for d in manifest["files"].values())
-        matrix = build_returns_matrix(closes, business_days=business, end=as_of)
+        calendars = panel_calendars(manifest["files"].values())
+        matrix = build_returns_matrix(closes, calendars=calendars, end=as_of)
         symbols = [c for c in matrix.columns if c != "date"]
         cases = validate(returns_schema(symbols, settings.toxic_threshold), matrix)
-        filled = _forward_fill_cases(matrix, closes, business)
+        filled = _forward_fill_cases(matrix, closes)
         result = check_result_from_cases(matrix, cases, extra={"forward_filled_values": filled})
         if filled:
             result = dg.AssetCheckResult(
@@ -297,7 +297,7 @@ def build_alpha_assets(settings: Settings, partitions_def: dg.PartitionsDefiniti
                 "nan_density": nan_density,
                 "first_date": str(matrix["date"].min()),
                 "last_date": str(matrix["date"].max()),
-                "calendar": "business" if business else "24/7",
+                "calendar": "+".join(calendars) or "24/7",
             },
         )
         yield dg.AssetCheckResult(
@@ -571,15 +571,11 @@ def _feature_version(view: LakehouseView) -> int | None:
         return None
 
 
-def _forward_fill_cases(
-    matrix: pl.DataFrame, closes: dict[str, pl.DataFrame], business: bool
-) -> int:
+def _forward_fill_cases(matrix: pl.DataFrame, closes: dict[str, pl.DataFrame]) -> int:
     """Values in the matrix where the symbol has no bar: a forward fill would put them there."""
     bad = 0
     for symbol, bars in closes.items():
         days = bars.select(ts_to_date_expr().alias("date"))
-        if business:
-            days = days.filter(pl.col("date").dt.weekday() <= 5)
         present = matrix.select("date", symbol).filter(pl.col(symbol).is_not_nan())
         bad += present.join(days, on="date", how="anti").height
     return bad

@@ -21,7 +21,7 @@ from quant_assets.contracts import (
     check_result_in_chunks,
     ohlcv_schema,
 )
-from quant_assets.data.calendar import last_session_on_or_before
+from quant_assets.data.calendar import entry_calendar, last_session_on_or_before
 from quant_assets.data.ingest import IngestReport, ingest
 from quant_assets.data.lakehouse_reads import scan_bars
 from quant_assets.data.quality_report import quality_markdown, quality_view
@@ -362,7 +362,7 @@ def build_data_assets(settings: Settings, partitions_def: dg.PartitionsDefinitio
         now = dt.datetime.now(dt.UTC)
         stale, old_fetch = [], []
         for key, entry in catalog["symbols"].items():
-            expected = last_session_on_or_before(end, entry.get("calendar", "24/7"))
+            expected = last_session_on_or_before(end, entry_calendar(entry))
             in_gap = any(g["start"] <= expected.isoformat() <= g["end"] for g in entry.get("gaps", []))
             if entry.get("end_date") and entry["end_date"] < expected.isoformat() and not in_gap:
                 stale.append(f"{key} ends {entry['end_date']}, expected {expected}")

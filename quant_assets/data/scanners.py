@@ -34,6 +34,8 @@ class ScannerConfig(pydantic.BaseModel):
     name: str
     asset_classes: list[Literal["crypto", "equity"]] = list(ASSET_CLASSES)
     exchanges: list[str] | None = None
+    # Calendar days since the listing (`history_days`): a listing age, the same for
+    # crypto and equities, which no weekend or holiday shortens.
     min_history_days: int = pydantic.Field(default=0, ge=0)
     min_median_dollar_volume: float = pydantic.Field(default=0.0, ge=0)
     rank_by: Literal["median_dollar_volume", "history_days"] = "median_dollar_volume"
