@@ -10,6 +10,8 @@ from dataclasses import asdict, dataclass
 
 import polars as pl
 
+from quant_resources.calendars import calendar_for
+
 OHLCV_COLUMNS: tuple[str, ...] = ("timestamp", "open", "high", "low", "close", "volume")
 PRICE_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close")
 OHLCV_SCHEMA: dict[str, pl.DataType] = {
@@ -48,9 +50,12 @@ def ts_to_date_expr(column: str = "timestamp") -> pl.Expr:
 class SymbolInfo:
     """What a source knows about one listed instrument.
 
-    `calendar` is "24/7" (crypto: a bar every calendar day) or "business" (equities:
-    Monday to Friday). `median_dollar_volume` is the source's current liquidity statistic
-    in quote currency per day: informative only, the scanners rank by the lakehouse's own
+    `calendar` is the symbol's trading calendar (quant_resources/calendars.py): "24/7"
+    for crypto (a bar every calendar day); for an equity, its exchange's
+    (exchange-calendars' "XNYS" for NYSE, NASDAQ and the synthetic SYNEQ: no bar on
+    weekends and NYSE holidays), or "business" (Monday to Friday) when the exchange has
+    no known calendar. `median_dollar_volume` is the source's current liquidity statistic in
+    quote currency per day: informative only, the scanners rank by the lakehouse's own
     trailing figure as of each day (point in time). `delisting_date` is the last session of
     a symbol that stopped trading for good (None while it trades): its bars stay in the
     lakehouse and it stays in the past candidate lists it belonged to.
@@ -66,7 +71,7 @@ class SymbolInfo:
 
     @property
     def calendar(self) -> str:
-        return "24/7" if self.asset_class == "crypto" else "business"
+        return calendar_for(self.exchange, self.asset_class)
 
     @property
     def key(self) -> str:

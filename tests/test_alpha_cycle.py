@@ -13,7 +13,7 @@ import polars as pl
 import pytest
 from helpers import file_hashes, run_data_job
 
-from quant_assets.alpha.returns import build_returns_matrix
+from quant_assets.alpha.returns import build_returns_matrix, panel_calendars
 from quant_assets.definitions import ALPHA_JOB, build_definitions
 from quant_resources.schema import date_to_ts
 from quant_resources.settings import Settings
@@ -156,7 +156,7 @@ def test_returns_matrix_hand_made_three_assets():
             "B": _bars(d[2:], [50.0, 55.0, 44.0]),  # young: listed on Wednesday
             "C": _bars([d[0], d[1], d[4]], [100.0, 101.0, 99.99]),  # a gap Wed-Thu
         },
-        business_days=True,
+        calendars=["business"],  # Monday to Friday: 2024-01-01 is a session here
     )
     assert matrix["date"].to_list() == d  # spans the oldest symbol, not the youngest
     rows = {c: matrix[c].to_list() for c in ("A", "B", "C")}
@@ -172,9 +172,26 @@ def test_returns_matrix_hand_made_three_assets():
 
 def test_crypto_weekend_compounds_into_monday_on_a_business_panel():
     days = [dt.date(2024, 1, 5) + dt.timedelta(days=i) for i in range(4)]  # Fri, Sat, Sun, Mon
-    matrix = build_returns_matrix({"X": _bars(days, [100.0, 110.0, 121.0, 133.1])}, business_days=True)
+    matrix = build_returns_matrix({"X": _bars(days, [100.0, 110.0, 121.0, 133.1])}, calendars=["XNYS"])
     assert matrix["date"].to_list() == [dt.date(2024, 1, 5), dt.date(2024, 1, 8)]
     assert matrix["X"][1] == pytest.approx(0.331)
+
+
+def test_an_nyse_panel_has_no_holiday_row_and_crypto_compounds_over_the_holiday():
+    # Wed 2024-07-03 .. Fri 07-05; Thursday 07-04 is Independence Day, no NYSE session.
+    days = [dt.date(2024, 7, 3), dt.date(2024, 7, 4), dt.date(2024, 7, 5)]
+    matrix = build_returns_matrix(
+        {
+            "SYNCX_C": _bars(days, [100.0, 110.0, 121.0]),
+            "SYNEQ_E": _bars([days[0], days[2]], [50.0, 55.0]),
+        },
+        calendars=panel_calendars(
+            [{"symbol": "SYNEQ_E", "asset_class": "equity"}, {"symbol": "SYNCX_C", "asset_class": "crypto"}]
+        ),
+    )
+    assert matrix["date"].to_list() == [days[0], days[2]]
+    assert matrix["SYNCX_C"][1] == pytest.approx(0.21)  # 100 -> 121 over the holiday
+    assert matrix["SYNEQ_E"][1] == pytest.approx(0.1)  # no NaN row for the holiday
 
 
 def copy_lakehouse(lakehouse: Settings, tmp_path, features: bool = True) -> Settings:

@@ -36,7 +36,12 @@ CORE = [
     "quant_assets/data/scanners.py",
 ]
 FORBIDDEN_IN_CORE = ("dagster", "dagster_mlflow", "mlflow", "deltalake")
-PURE_RESOURCES = {"quant_resources.schema", "quant_resources.errors", "quant_resources.symbols"}
+PURE_RESOURCES = {
+    "quant_resources.schema",
+    "quant_resources.errors",
+    "quant_resources.symbols",
+    "quant_resources.calendars",
+}
 # The command line (its observability commands too, wherever they live) and the runner.
 ENTRY_POINTS = {
     "quant_assets/cli.py",

@@ -114,7 +114,15 @@ def test_listing_dates_are_staggered(market: SyntheticSource) -> None:
         assert _dates(bars)[0] == info.genesis_date
 
 
-def test_crypto_trades_every_day_and_equities_on_business_days(
+def nyse_sessions(first: dt.date, last: dt.date) -> list[dt.date]:
+    """The NYSE sessions in [first, last], straight from exchange-calendars."""
+    import exchange_calendars as xc
+
+    calendar = xc.get_calendar("XNYS", start="1990-01-01", end="2040-12-31")
+    return [t.date() for t in calendar.sessions_in_range(first, last)]
+
+
+def test_crypto_trades_every_day_and_equities_on_nyse_sessions(
     market: SyntheticSource, full_history: dict[str, pl.DataFrame]
 ) -> None:
     for info in market.list_symbols()[:40]:
@@ -128,9 +136,9 @@ def test_crypto_trades_every_day_and_equities_on_business_days(
         if info.asset_class == "crypto":
             assert weekdays == set(range(7))
             assert len(days) == (days[-1] - days[0]).days + 1  # not a day missing
-        else:
+        else:  # every NYSE session, holidays excluded (calendar changed from Monday-Friday)
             assert weekdays == set(range(5))
-            assert len(days) == int(np.busday_count(days[0], days[-1])) + 1
+            assert days == nyse_sessions(days[0], days[-1])
 
 
 def test_clean_bars_are_consistent_and_plausibly_volatile(
@@ -237,15 +245,16 @@ def test_raw_bars_show_each_defect_exactly_where_seeded(
             assert missing == []
             previous = max(d for d in days if d < first)
             after = min(d for d in days if d > last)
-            sessions = (
-                (last - first).days + 1
-                if info.asset_class == "crypto"
-                else int(np.busday_count(first, last + dt.timedelta(1)))
-            )
-            assert 8 <= sessions <= 12
             # The run is the whole gap: sessions right before and after are present.
-            assert (first - previous).days <= (1 if info.asset_class == "crypto" else 3)
-            assert (after - last).days <= (1 if info.asset_class == "crypto" else 3)
+            if info.asset_class == "crypto":
+                sessions = (last - first).days + 1
+                assert (first - previous).days == 1 and (after - last).days == 1
+            else:  # on NYSE sessions: a holiday next to the gap is no part of it
+                around = nyse_sessions(first - dt.timedelta(10), last + dt.timedelta(10))
+                sessions = len(nyse_sessions(first, last))
+                assert around[around.index(first) - 1] == previous
+                assert around[around.index(last) + 1] == after
+            assert 8 <= sessions <= 12
         for day in defects["duplicate"]:
             copies = bars.filter(pl.col("timestamp") == date_to_ts(day))
             assert copies.select("open", "high", "low", "close").n_unique() == 1

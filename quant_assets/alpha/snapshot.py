@@ -23,7 +23,7 @@ from typing import Any
 
 import polars as pl
 
-from quant_assets.data.calendar import calendar_for
+from quant_assets.data.calendar import entry_calendar
 from quant_assets.data.quality import quality_score
 from quant_resources.errors import QuantError
 from quant_resources.io_managers import LakehouseView
@@ -115,7 +115,7 @@ def quality_as_of(timestamps: pl.Series, entry: dict[str, Any], as_of: dt.date) 
         held.len(),
         ts_to_date(int(held.min())),
         ts_to_date(int(held.max())),
-        entry.get("calendar") or calendar_for(entry.get("asset_class", "equity")),
+        entry_calendar(entry),
         dropped_as_of(entry, as_of),
         any(shift <= as_of.isoformat() for shift in entry.get("level_shifts", [])),
     )

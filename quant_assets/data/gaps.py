@@ -1,4 +1,8 @@
-"""Gap detection: runs of missing sessions longer than the threshold (5 by default)."""
+"""Gap detection: runs of missing sessions longer than the threshold (5 by default).
+
+Sessions are the symbol's calendar's (quant_assets/data/calendar.py): a weekend or an
+exchange holiday is not a session, so it never makes or lengthens a gap.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from quant_assets.data.calendar import missing_sessions
+from quant_assets.data.calendar import missing_between, missing_sessions
 from quant_resources.schema import SECONDS_PER_DAY
 
 
@@ -38,7 +42,8 @@ def detect_gaps(timestamps: np.ndarray, calendar: str, threshold: int = 5) -> li
     """Gaps longer than `threshold` missing sessions between consecutive bars.
 
     timestamps: sorted UTC epoch seconds at 00:00 of each session date.
-    calendar: "24/7" (count calendar days) or "business" (count Monday-Friday).
+    calendar: the symbol's calendar ("24/7", "XNYS", ...) or its exchange code; a gap
+    names its first and last missing session, not the weekend or holiday around them.
     """
     ts = np.asarray(timestamps, dtype=np.int64)
     if ts.size < 2:
@@ -47,10 +52,6 @@ def detect_gaps(timestamps: np.ndarray, calendar: str, threshold: int = 5) -> li
     missing = missing_sessions(days, calendar)
     gaps = []
     for i in np.flatnonzero(missing > threshold):
-        start, end = days[i] + 1, days[i + 1] - 1
-        if calendar != "24/7":  # name sessions, not the weekend around them
-            start = np.busday_offset(start, 0, roll="forward")
-            end = np.busday_offset(end, 0, roll="backward")
-        start, end = start.astype(dt.date), end.astype(dt.date)
+        start, end = missing_between(days[i], days[i + 1], calendar)
         gaps.append(Gap(start, end, int(missing[i])))
     return gaps

@@ -20,7 +20,6 @@ import polars as pl
 
 from quant_assets.contracts import enforce, ohlcv_schema
 from quant_assets.data.calendar import (
-    calendar_for,
     first_session_on_or_after,
     last_session_on_or_before,
 )
@@ -156,7 +155,7 @@ def build_entry(
         present({*old.get("level_shifts", []), *(_iso(t) for t in result.level_shifts)})
     )
     pending = sorted({_iso(t) for t in result.pending_toxic})
-    calendar = calendar_for(info.asset_class)
+    calendar = info.calendar
     ts = merged["timestamp"].to_numpy()
     gaps = detect_gaps(ts, calendar, settings.gap_threshold_days)
     first = ts_to_date(int(ts[0])) if ts.size else None
@@ -244,7 +243,7 @@ def fetch_window(
     one gets the window, widened back to its last bar when it fell behind and to any bar
     held back as possibly toxic, so a level shift is recognised once it has lasted.
     """
-    calendar = calendar_for(info.asset_class)
+    calendar = info.calendar
     lo = start if entry else min(start, settings.history_start)
     if entry and entry.get("end_date"):
         last_held = dt.date.fromisoformat(entry["end_date"])

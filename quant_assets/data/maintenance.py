@@ -21,7 +21,7 @@ import numpy as np
 import polars as pl
 
 from quant_assets.contracts import ohlcv_schema, validate
-from quant_assets.data.calendar import calendar_for
+from quant_assets.data.calendar import entry_calendar
 from quant_assets.data.gaps import detect_gaps
 from quant_assets.data.ingest import merge_and_describe, sanitize_window
 from quant_assets.data.lakehouse_reads import symbol_of_file
@@ -285,7 +285,7 @@ def audit_lakehouse(
             if reconcile:
                 gaps = detect_gaps(
                     ts.to_numpy(),
-                    calendar_for(entry.get("asset_class", "equity")),
+                    entry_calendar(entry),
                     settings.gap_threshold_days,
                 )
                 fixes[key] = {

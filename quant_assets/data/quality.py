@@ -3,7 +3,8 @@
 score = completeness x cleanliness x (0.5 when a level shift is flagged)
 
 - completeness: bars held / sessions expected between the first and last bar
-  (crypto: calendar days; equities: Monday-Friday);
+  on the symbol's calendar (crypto: calendar days; an equity: its exchange's sessions,
+  so a holiday is not expected);
 - cleanliness: bars held / (bars held + rows the sanitiser ever dropped).
 """
 

@@ -36,7 +36,7 @@ import polars as pl
 import pydantic
 import yaml
 
-from quant_assets.data.calendar import calendar_for, sessions_between
+from quant_assets.data.calendar import sessions_between
 from quant_resources.errors import ConfigError
 from quant_resources.schema import ASSET_CLASSES, SECONDS_PER_DAY, SymbolInfo
 from quant_resources.symbols import validate_name
@@ -247,7 +247,7 @@ def _history_sessions(infos: list[SymbolInfo | None], dates: list[dt.date]) -> n
     for j, info in enumerate(infos):
         if info is None:
             continue
-        calendar = calendar_for(info.asset_class)
+        calendar = info.calendar  # the symbol's exchange calendar (24/7 for crypto)
         if calendar not in cumulative:
             cumulative[calendar] = np.array([sessions_between(origin, d, calendar) for d in dates], dtype=np.int64)
         before = sessions_between(origin, info.genesis_date - dt.timedelta(days=1), calendar)

@@ -299,8 +299,9 @@ def _is_race(error: Exception) -> bool:
 def warmup_start(start: dt.date, warmup_bars: int = WARMUP_BARS) -> dt.date:
     """First date of bars to load so every symbol has `warmup_bars` sessions before `start`.
 
-    Counts business days (the sparser calendar) with a margin for holidays: for a 24/7
-    symbol this loads more than needed, which `update_features` trims.
+    Counts Monday to Friday with 30 days more for holidays (the NYSE closes about 10
+    weekdays a year: 21 in 520 sessions): for a 24/7 symbol this loads more than needed,
+    which `update_features` trims.
     """
     calendar_days = warmup_bars * 7 // 5 + 30
     return start - dt.timedelta(days=calendar_days)

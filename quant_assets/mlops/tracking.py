@@ -28,7 +28,7 @@ import numpy as np
 from dagster._core.definitions.decorators.hook_decorator import event_list_hook
 
 from quant_assets.alpha.audit import append_audit
-from quant_assets.data.calendar import sessions_between
+from quant_assets.data.calendar import entry_calendar, sessions_between
 from quant_assets.mlops import registry
 from quant_resources.settings import PROJECT_ROOT
 from quant_resources.tracking import MlflowTracking, numeric_entries, tracker_of
@@ -134,7 +134,7 @@ def lakehouse_nan_density(catalog: dict[str, Any]) -> float:
             continue
         first = dt.date.fromisoformat(entry["start_date"])
         last = dt.date.fromisoformat(entry["end_date"])
-        sessions = sessions_between(first, last, entry.get("calendar", "24/7"))
+        sessions = sessions_between(first, last, entry_calendar(entry))
         expected += sessions
         held += min(int(entry.get("rows", 0)), sessions)
     return 1.0 - held / expected if expected else 0.0

@@ -9,8 +9,12 @@ The universe (symbol `i` of `n_symbols`; a larger universe extends a smaller one
 
 - 40% crypto on exchange "SYNCX" ("C001USDT", "C002USDT", ...): a bar every calendar
   day, annualised volatility 60-90%, loading on a market and a crypto factor.
-- 60% equities on exchange "SYNEQ" ("E001", "E002", ...): a bar every Monday to Friday,
-  annualised volatility 20-40%, loading on the market and one of two sector factors.
+- 60% equities on exchange "SYNEQ" ("E001", "E002", ...): a bar on every session of the
+  NYSE calendar (exchange-calendars' XNYS, quant_resources/calendars.py: none on weekends
+  or NYSE holidays such as 2024-07-04 and 2024-12-25), annualised volatility 20-40%,
+  loading on the market and one of two sector factors. The XNYS sessions come from the
+  installed exchange-calendars: a release that adds a closure (a day of mourning)
+  changes the bars around it.
 - About 80% of symbols are listed (genesis) in 2010-2015, the rest between 2018-06 and
   2025-06, after the default history start.
 - About 5% *delist* (3 of every block of 64 symbols): they stop trading for good on a
@@ -46,6 +50,7 @@ from functools import lru_cache
 import numpy as np
 import polars as pl
 
+from quant_resources.calendars import calendar_for, session_days
 from quant_resources.errors import UnknownSymbolError
 from quant_resources.schema import SECONDS_PER_DAY, SymbolInfo, empty_ohlcv
 from quant_resources.sources.base import MarketDataSource
@@ -133,20 +138,26 @@ def _from_epoch_day(day: int) -> dt.date:
     return _EPOCH + dt.timedelta(days=int(day))
 
 
-def _is_business(day: int) -> bool:
-    return (day + 3) % 7 < 5  # 1970-01-01 was a Thursday
+@lru_cache(maxsize=1)
+def _equity_sessions() -> np.ndarray:
+    """Epoch days of the equities' sessions: their exchange's calendar (XNYS), read-only."""
+    return session_days(calendar_for(EQUITY_EXCHANGE, "equity")).view(np.int64)
 
 
 def _next_session(day: int, crypto: bool) -> int:
-    while not crypto and not _is_business(day):
-        day += 1
-    return day
+    """The first session on or after epoch day `day` (crypto: every day is one)."""
+    if crypto:
+        return day
+    sessions = _equity_sessions()
+    return int(sessions[np.searchsorted(sessions, day, side="left")])
 
 
 def _previous_session(day: int, crypto: bool) -> int:
-    while not crypto and not _is_business(day):
-        day -= 1
-    return day
+    """The last session on or before epoch day `day`."""
+    if crypto:
+        return day
+    sessions = _equity_sessions()
+    return int(sessions[np.searchsorted(sessions, day, side="right") - 1])
 
 
 def _is_crypto(idx: int) -> bool:
@@ -465,12 +476,15 @@ _LOG_START: dict[tuple[int, int, int], float] = {}
 
 @lru_cache(maxsize=512)
 def _calendar(year: int) -> tuple[np.ndarray, np.ndarray]:
-    """Epoch days of `year` and which of them are business days (Monday to Friday)."""
+    """Epoch days of `year` and which of them are equity sessions (XNYS)."""
     day0 = _epoch_day(dt.date(year, 1, 1))
     days = np.arange(day0, _epoch_day(dt.date(year + 1, 1, 1)), dtype=np.int64)
-    business = (days + 3) % 7 < 5  # 1970-01-01 was a Thursday
-    days.flags.writeable = business.flags.writeable = False
-    return days, business
+    sessions = _equity_sessions()
+    lo, hi = np.searchsorted(sessions, [days[0], days[-1] + 1])
+    equity = np.zeros(len(days), dtype=bool)
+    equity[sessions[lo:hi] - day0] = True
+    days.flags.writeable = equity.flags.writeable = False
+    return days, equity
 
 
 def _simulate_year(
@@ -484,10 +498,10 @@ def _simulate_year(
     end level is identical bit for bit, whichever window asked for it.
     """
     factors = _factor_year(seed, year)
-    days, business = _calendar(year)
+    days, equity = _calendar(year)
     n_days = len(days)
     draws = _normals(_TAG_YEAR, seed, p.idx, year, (5, n_days) if bars else (1, n_days))
-    session = None if p.crypto else business
+    session = None if p.crypto else equity
     if p.genesis_day > days[0]:
         session = (days >= p.genesis_day) if session is None else session & (days >= p.genesis_day)
     returns = (
@@ -601,6 +615,7 @@ def clear_caches() -> None:
         _universe,
         _calendar,
         _late_run,
+        _equity_sessions,
     ):
         cached.cache_clear()
     _LOG_START.clear()
@@ -735,7 +750,7 @@ class SyntheticSource(MarketDataSource):
         crypto = _symbol_params(self.seed, plan_idx).crypto
         gaps = []
         for first, last in plan.gap:
-            # Clip to the window, onto sessions, so a gap never "starts" on a weekend.
+            # Clip to the window, onto sessions, so a gap never "starts" on a weekend or holiday.
             first, last = (
                 _next_session(max(first, lo), crypto),
                 _previous_session(min(last, hi), crypto),

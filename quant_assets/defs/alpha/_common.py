@@ -95,15 +95,11 @@ def feature_version(view: LakehouseView) -> int | None:
         return None
 
 
-def forward_fill_cases(
-    matrix: pl.DataFrame, closes: dict[str, pl.DataFrame], business: bool
-) -> int:
+def forward_fill_cases(matrix: pl.DataFrame, closes: dict[str, pl.DataFrame]) -> int:
     """Values in the matrix where the symbol has no bar: a forward fill would put them there."""
     bad = 0
     for symbol, bars in closes.items():
         days = bars.select(ts_to_date_expr().alias("date"))
-        if business:
-            days = days.filter(pl.col("date").dt.weekday() <= 5)
         present = matrix.select("date", symbol).filter(pl.col(symbol).is_not_nan())
         bad += present.join(days, on="date", how="anti").height
     return bad

@@ -7,7 +7,7 @@ import dagster as dg
 import numpy as np
 import polars as pl
 
-from quant_assets.alpha.returns import build_returns_matrix
+from quant_assets.alpha.returns import build_returns_matrix, panel_calendars
 from quant_assets.contracts import (
     check_result_from_cases,
     returns_schema,
@@ -57,11 +57,11 @@ def returns_matrix(context: dg.AssetExecutionContext, run_snapshot: Artifact):
         d["symbol"]: pl.read_parquet(data_dir / name, columns=["timestamp", "close"])
         for name, d in manifest["files"].items()
     }
-    business = any(d.get("asset_class") == "equity" for d in manifest["files"].values())
-    matrix = build_returns_matrix(closes, business_days=business, end=as_of)
+    calendars = panel_calendars(manifest["files"].values())
+    matrix = build_returns_matrix(closes, calendars=calendars, end=as_of)
     symbols = [c for c in matrix.columns if c != "date"]
     cases = validate(returns_schema(symbols, settings.toxic_threshold), matrix)
-    filled = forward_fill_cases(matrix, closes, business)
+    filled = forward_fill_cases(matrix, closes)
     result = check_result_from_cases(
         matrix, cases, extra={"forward_filled_values": filled, "toxic_threshold": settings.toxic_threshold}
     )
@@ -79,7 +79,7 @@ def returns_matrix(context: dg.AssetExecutionContext, run_snapshot: Artifact):
             "nan_density": nan_density,
             "first_date": str(matrix["date"].min()),
             "last_date": str(matrix["date"].max()),
-            "calendar": "business" if business else "24/7",
+            "calendar": "+".join(calendars) or "24/7",
         },
     )
     yield dg.AssetCheckResult(

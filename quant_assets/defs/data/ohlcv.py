@@ -11,7 +11,7 @@ import numpy as np
 import polars as pl
 
 from quant_assets.contracts import check_result_in_chunks, ohlcv_schema
-from quant_assets.data.calendar import last_session_on_or_before
+from quant_assets.data.calendar import entry_calendar, last_session_on_or_before
 from quant_assets.data.ingest import IngestReport
 from quant_assets.data.lakehouse_reads import scan_bars
 from quant_assets.data.quality_report import quality_markdown, quality_view
@@ -301,7 +301,7 @@ def freshness_result(
     stale, old_fetch = [], []
     delisted = dict(delisted or {})
     for key, entry in catalog["symbols"].items():
-        expected = last_session_on_or_before(end, entry.get("calendar", "24/7"))
+        expected = last_session_on_or_before(end, entry_calendar(entry))
         if entry.get("delisting_date"):
             delisted.setdefault(key, dt.date.fromisoformat(entry["delisting_date"]))
         if key in delisted:  # no bar after its last session: it is as fresh as it gets
