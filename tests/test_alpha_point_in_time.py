@@ -1,7 +1,8 @@
 """The alpha cycle of day D cannot see after D: take a lakehouse that runs past D, run D,
 then change everything after D (every symbol's later bars, the feature rows after D, the
-catalog's scores and gaps, a later run folder) and run D again: the selection, the
-features it read, the weights and the backtest come out byte for byte the same.
+catalog's scores and gaps, a later run folder) and run D again: the snapshot (its copies,
+hashes and fingerprint), the selection, the features it read, the weights and the
+backtest come out byte for byte the same.
 
 The data side (candidates and quality inputs of D) has its own proof in
 tests/test_point_in_time.py; the policy walk-forward's per-rebalance proof is in
@@ -99,5 +100,10 @@ def test_nothing_after_d_moves_the_alpha_run_of_d(tmp_path):
     backtest_after = json.loads((second / "backtest.json").read_text())
     for key in ("metrics", "rebalances", "features"):
         assert backtest_after[key] == backtest_before[key], key
+    # The snapshot itself: bars up to D only, so the same copies, hashes and fingerprint.
+    assert manifests[1]["files"] == manifests[0]["files"]
+    assert manifests[1]["lakehouse_fingerprint"] == manifests[0]["lakehouse_fingerprint"]
+    for name in manifests[0]["files"]:
+        assert (second / "data" / name).read_bytes() == (first / "data" / name).read_bytes(), name
     quality = [{d["symbol"]: d["data_quality_score"] for d in m["files"].values()} for m in manifests]
     assert quality[0] == quality[1] and min(quality[1].values()) > 0.01  # the poisoned scores were not read

@@ -163,7 +163,7 @@ def change_everything_after(lakehouse: Lakehouse, day: dt.date) -> None:
 
 def snapshot_quality(settings: Settings, day: dt.date) -> tuple[bytes, dict]:
     plan = plan_snapshot(LakehouseView(settings.data_dir, day), day, stale_tolerance_days=5)
-    _, described = read_snapshot_files(plan)
+    _, described, _ = read_snapshot_files(plan)
     inputs = {d["symbol"]: d["data_quality_score"] for d in described.values()}
     return json.dumps({"inputs": inputs, "excluded": plan.excluded}, sort_keys=True).encode(), inputs
 

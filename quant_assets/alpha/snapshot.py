@@ -9,7 +9,9 @@ Point in time: the quality inputs the manifest records for day D (the data-quali
 selection filters on, the level shifts that exclude a symbol) are computed from the
 copied bars up to D and the catalog's dated drops and level shifts up to D
 (`quality_as_of`), never from the catalog's current score, which counts gaps and drops
-that happened after D.
+that happened after D. The copies themselves hold the bars up to D only, written in one
+canonical encoding (`as_of_copy`), so a run folder for D, its manifest's hashes and its
+lakehouse fingerprint are the same whatever the lakehouse gained after D.
 """
 
 from __future__ import annotations
@@ -80,25 +82,43 @@ def plan_snapshot(view: LakehouseView, as_of: dt.date, stale_tolerance_days: int
     return plan
 
 
-def read_snapshot_files(plan: SnapshotPlan) -> tuple[dict[str, bytes], dict[str, dict[str, Any]]]:
-    """Bytes per snapshot file name and, per file, its sha256, rows and date range."""
+def read_snapshot_files(
+    plan: SnapshotPlan,
+) -> tuple[dict[str, bytes], dict[str, dict[str, Any]], dict[str, bytes]]:
+    """(copies, descriptions, originals) per snapshot file name: the copy holds the bars up
+    to the as-of day (`as_of_copy`), described by its sha256, rows and the quality inputs
+    as of that day; the original is the lakehouse file as read (once), which the DVC
+    comparison needs."""
     contents: dict[str, bytes] = {}
     described: dict[str, dict[str, Any]] = {}
+    originals: dict[str, bytes] = {}
     for key, path in sorted(plan.files.items()):
         data = path.read_bytes()
-        frame = pl.read_parquet(io.BytesIO(data), columns=["timestamp"])
         name = path.name
-        contents[name] = data
+        originals[name] = data
+        copy, frame = as_of_copy(data, plan.as_of)
+        contents[name] = copy
         described[name] = {
             "symbol": key,
-            "sha256": hashlib.sha256(data).hexdigest(),
+            "sha256": hashlib.sha256(copy).hexdigest(),
             "rows": frame.height,
             "data_quality_score": quality_as_of(frame["timestamp"], plan.entries[key], plan.as_of),
             # The score's only input that is not in the copied file: a reproduction rebuilds it.
             "dropped_rows_as_of": dropped_as_of(plan.entries[key], plan.as_of),
             "asset_class": plan.entries[key].get("asset_class"),
         }
-    return contents, described
+    return contents, described, originals
+
+
+def as_of_copy(data: bytes, as_of: dt.date) -> tuple[bytes, pl.DataFrame]:
+    """The bars of a lakehouse file dated up to `as_of`, as Parquet bytes in one canonical
+    encoding (the lakehouse's: Snappy, statistics), and the frame written. The same bars
+    give the same bytes, whether the file ended on `as_of` or years later."""
+    frame = pl.read_parquet(io.BytesIO(data))
+    kept = frame.filter(pl.col("timestamp") < date_to_ts(as_of + dt.timedelta(days=1)))
+    buffer = io.BytesIO()
+    kept.write_parquet(buffer, compression="snappy", statistics=True)
+    return buffer.getvalue(), kept
 
 
 def quality_as_of(timestamps: pl.Series, entry: dict[str, Any], as_of: dt.date) -> float:

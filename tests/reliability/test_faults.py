@@ -175,13 +175,13 @@ def test_a_reader_sees_each_file_whole_while_the_data_cycle_rewrites_it(tmp_path
     try:
         while time.time() < deadline and (len(seen) < 150 or len(versions) < 4):
             try:
-                contents, described = read_snapshot_files(plan)
+                contents, described, originals = read_snapshot_files(plan)
             except Exception as exc:  # a torn read would land here
                 errors.append(repr(exc))
                 continue
             name = path.name
             assert hashlib.sha256(contents[name]).hexdigest() == described[name]["sha256"]
-            seen.append(described[name]["sha256"])
+            seen.append(hashlib.sha256(originals[name]).hexdigest())
     finally:
         stop.set()
         thread.join()

@@ -33,7 +33,7 @@ from quant_resources.settings import PROJECT_ROOT, Settings
     kinds={"python", "parquet"},
     required_resource_keys={"mlflow", "settings"},  # audit lines mirrored to MLflow
     description=(
-        "Copies each candidate's lakehouse file into data/runs/{run_id}/data/ and writes "
+        "Copies each candidate's bars up to the day (point in time) into data/runs/{run_id}/data/ and writes "
         "manifest.json (file sha256s and rows, lakehouse fingerprint, Delta, git and DVC "
         "versions; feature_store_version is the Delta version of tv_technicals_1d the run "
         "reads). Fails fast listing every missing or stale candidate."
@@ -49,7 +49,7 @@ def run_snapshot(
     started = time.perf_counter()
     _, as_of = window_dates(context)
     plan = plan_snapshot(ohlcv, as_of, config.stale_tolerance_days)
-    contents, described = read_snapshot_files(plan)
+    contents, described, originals = read_snapshot_files(plan)
     # The pin: selected_winners reads the feature store at exactly this version.
     delta_version = (
         config.feature_version if config.feature_version is not None else feature_version(ohlcv)
@@ -67,7 +67,7 @@ def run_snapshot(
         "git_revision": git_revision(PROJECT_ROOT),
         # The DVC version the run read: dvc.lock's, when the files it used are that version.
         "dvc_lakehouse_md5": recorded_lakehouse_md5(
-            ohlcv.data_dir, {f"ohlcv/{n}": b for n, b in contents.items()}
+            ohlcv.data_dir, {f"ohlcv/{n}": b for n, b in originals.items()}
         ),
     }
     context.add_output_metadata(
