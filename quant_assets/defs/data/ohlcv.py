@@ -25,7 +25,7 @@ from quant_assets.data.skipped import (
     skipped_line,
     skipped_markdown,
 )
-from quant_assets.defs.data.candidates import RESTORE_ASSET
+from quant_assets.defs.names import RESTORE_ASSET
 from quant_assets.mlops.tracking import log_data_cycle
 from quant_assets.partitions import DAILY, window_dates
 from quant_resources import progress
@@ -151,20 +151,21 @@ def ohlcv(
     )
     delisted = {s.key: s.delisting_date for s in symbols if s.delisting_date is not None}
     return dg.MaterializeResult(
-        metadata=metadata, check_results=check_ohlcv(lakehouse, settings, start, end, delisted)
+        metadata=metadata, check_results=check_ohlcv(lakehouse, catalog, settings, start, end, delisted)
     )
 
 
 def check_ohlcv(
     lakehouse: Lakehouse,
+    catalog: dict[str, Any],
     settings: Settings,
     start: dt.date,
     end: dt.date,
     delisted: dict[str, dt.date] | None = None,
 ) -> list[dg.AssetCheckResult]:
-    """The five checks of `ohlcv` over the window [start, end], in `CHECKS` order.
-    `delisted`: last sessions of symbols that stopped trading (fresh up to that day)."""
-    catalog = lakehouse.read_catalog()
+    """The five checks of `ohlcv` over the window [start, end], in `CHECKS` order, against
+    `catalog` (the one the step just committed: not read again). `delisted`: last sessions
+    of symbols that stopped trading (fresh up to that day)."""
     return [
         schema_result(lakehouse, start, end),
         toxic_result(lakehouse, catalog, start, end, settings.toxic_threshold),
