@@ -29,11 +29,12 @@ from quant_resources.runtime import prepare_process
 
 def _print_data_summary(summary) -> None:
     from quant_assets.data.skipped import skipped_line
+    from quant_assets.definitions import RESTORE_ASSET
 
     meta = summary.asset_metadata.get("ohlcv", {})
     cand = summary.asset_metadata.get("candidates", {})
     print(f"data cycle {summary.window}: run {summary.run_id} in {summary.seconds:.1f}s")
-    if restored := restore_line(summary.asset_metadata.get("lakehouse_restore")):
+    if restored := restore_line(summary.asset_metadata.get(RESTORE_ASSET)):
         print(restored)
     if cand:
         print(f"  candidates: {cand.get('candidates_last_day')} on the last day ({cand.get('days_written')} day(s) written)")

@@ -12,6 +12,8 @@ from typing import Any
 
 import dagster as dg
 
+# Re-exported for the entry points (the CLI, the runner, tests): nothing else imports defs.
+from quant_assets.defs.names import ALPHA_JOB, AUDIT_JOB, DATA_JOB, REPAIR_JOB, RESTORE_ASSET  # noqa: F401
 from quant_assets.partitions import daily_partitions
 from quant_resources.compute import compute_for
 from quant_resources.io_managers import ReadOnlyLakehouseIOManager, RunArtifactIOManager
@@ -22,13 +24,6 @@ from quant_resources.settings import Settings, get_settings
 from quant_resources.sources import source_from_settings
 from quant_resources.tracking import MlflowTracking
 from quant_resources.tracking.resource import artifact_location_for, tracking_uri_for
-
-# Re-exported for the entry points (the CLI, the runner, tests): nothing else imports defs.
-DATA_JOB = "data_cycle"
-ALPHA_JOB = "alpha_cycle"
-REPAIR_JOB = "gap_repair_job"
-AUDIT_JOB = "data_audit_job"
-RESTORE_ASSET = "lakehouse_restore"
 
 # Shared attributes, applied once over the specs rather than on every decorator.
 OWNERS_BY_GROUP = {

@@ -5,14 +5,10 @@ import dagster as dg
 from dagster_mlflow import end_mlflow_on_run_finished
 
 from quant_assets.defs.alpha.hooks import seal_finished_run
-from quant_assets.defs.data.candidates import RESTORE_ASSET
+from quant_assets.defs.names import ALPHA_JOB, AUDIT_JOB, DATA_JOB, REPAIR_JOB, RESTORE_ASSET
 from quant_assets.mlops.tracking import audit_step_and_end_tracking
 from quant_resources.instance import LANE_TAG
 
-DATA_JOB = "data_cycle"
-ALPHA_JOB = "alpha_cycle"
-REPAIR_JOB = "gap_repair_job"
-AUDIT_JOB = "data_audit_job"
 WRITES_LAKEHOUSE = {LANE_TAG: "lakehouse"}
 # The jobs that open an MLflow run (their `cycle` tag); each carries dagster-mlflow's end
 # hook (the data and maintenance jobs through `audit_step_and_end_tracking`, which also

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 import dagster as dg
 
-from quant_assets.defs.automation.jobs import ALPHA_JOB, alpha_cycle
+from quant_assets.defs.automation.jobs import alpha_cycle
+from quant_assets.defs.names import ALPHA_JOB
 from quant_resources.run_tags import PARTITION, RANGE_END, RANGE_START
 
 LOOKBACK_DAYS = 5  # days the sensor looks back from the newest partition

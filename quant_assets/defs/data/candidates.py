@@ -27,8 +27,6 @@ from quant_resources.lakehouse import Lakehouse
 from quant_resources.schema import SymbolInfo, date_to_ts
 from quant_resources.settings import Settings
 
-RESTORE_ASSET = "lakehouse_restore"
-
 
 def liquidity_bars(files: list[Path], end: dt.date) -> pl.DataFrame:
     """symbol (catalog key), timestamp, close, volume of every bar up to `end` (inclusive),

@@ -20,7 +20,7 @@ environment (`make dvc-tool`), never imported.
 
 import dagster as dg
 
-from quant_assets.defs.data.candidates import RESTORE_ASSET
+from quant_assets.defs.names import RESTORE_ASSET
 from quant_assets.mlops.dvc import describe_remote, pull_lakehouse, pull_plan
 from quant_resources.settings import Settings
 
