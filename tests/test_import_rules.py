@@ -42,12 +42,11 @@ PURE_RESOURCES = {
     "quant_resources.symbols",
     "quant_resources.calendars",
 }
-# The command line (its observability commands too, wherever they live) and the runner.
+# The command line (its MLOps commands too) and the runner.
 ENTRY_POINTS = {
     "quant_assets/cli.py",
     "quant_assets/runner.py",
     "quant_assets/definitions.py",
-    "quant_assets/cli_observability.py",
     "quant_assets/mlops/cli.py",
 }
 
